@@ -1,0 +1,154 @@
+"""The numpy reference adapter: snapshots, float64 reductions, averaging, checkpoints.
+
+Parameters are numpy arrays owned by the caller; averaging writes into them in place
+(``array[...] = ...``), the way an optimizer's tensors are updated. The adapter keeps
+x̂(t-1) (a copy in the parameter's own dtype), s(t-1) and, while a drop is pending, the
+running average W (both float64). It must not change any of that, nor the caller's
+arrays, when the core rejects an epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from autodrop_core import AutoDropConfig, Controller, Decision, InvalidReductionError
+
+__all__ = ["NumpyAutoDrop", "reduce_steps"]
+
+Array = npt.NDArray[Any]
+
+
+def reduce_steps(
+    params: Sequence[Array], snapshot: Sequence[Array], prev_step: Sequence[Array]
+) -> tuple[float, float, list[Array]]:
+    """The spec's two reductions, and the new step s(t) in float64.
+
+    Each step is formed element by element in float64 before any reduction; each
+    tensor's partial sums are float64 and are added tensor by tensor in order.
+
+    Returns:
+        ``(dot, sq_norm, steps)`` with dot = <s(t), s(t-1)> and sq_norm = ||s(t)||^2.
+    """
+    dot = 0.0
+    sq_norm = 0.0
+    steps: list[Array] = []
+    for x, x_hat, s_prev in zip(params, snapshot, prev_step, strict=True):
+        step = np.asarray(x, dtype=np.float64) - np.asarray(x_hat, dtype=np.float64)
+        flat = step.ravel()
+        dot += float(np.dot(flat, s_prev.ravel()))
+        sq_norm += float(np.dot(flat, flat))
+        steps.append(step)
+    return dot, sq_norm, steps
+
+
+def _check_params(params: Sequence[Array]) -> list[Array]:
+    checked = []
+    for i, p in enumerate(params):
+        if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
+            kind = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
+            raise TypeError(f"params[{i}] must be a numpy array of a float dtype, got {kind}")
+        checked.append(p)
+    return checked
+
+
+class NumpyAutoDrop:
+    """AutoDrop over numpy arrays that the caller trains in place.
+
+    Args:
+        params: the trainable arrays (any float dtype, any shape, 0-d and empty
+            included). Held by reference; an applied average is written into them.
+        lrs: starting lr of each parameter group (one float means one group).
+        **config: the spec's keyword settings (``min_lr``, ``drop_factor``,
+            ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
+            ``reset_on_drop``).
+
+    Call :meth:`end_epoch` after each epoch's training; read :attr:`lrs` before the
+    next.
+    """
+
+    def __init__(self, params: Sequence[Array], lrs: Sequence[float] | float, **config: Any) -> None:
+        lr_tuple = (lrs,) if isinstance(lrs, (int, float)) else tuple(lrs)
+        self.params = _check_params(params)
+        self.controller = Controller(AutoDropConfig(lrs=lr_tuple, **config))
+        self._snapshot = [p.copy() for p in self.params]
+        self._prev_step: list[Array] = [np.zeros(p.shape, np.float64) for p in self.params]
+        self._average: list[Array] | None = None
+        self.history: list[Decision] = []
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The lr of each parameter group for the coming epoch."""
+        return self.controller.lrs
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The decision of the last epoch, None before the first."""
+        return self.controller.last_decision
+
+    def end_epoch(self) -> Decision:
+        """Reduce, ask the core, then average and snapshot as the decision says.
+
+        Raises:
+            InvalidReductionError: the parameters hold NaN or infinity; nothing changed.
+        """
+        dot, sq_norm, steps = reduce_steps(self.params, self._snapshot, self._prev_step)
+        try:
+            decision, state = self.controller.preview(dot, sq_norm)
+        except InvalidReductionError as err:
+            bad = next((i for i, p in enumerate(self.params) if not np.all(np.isfinite(p))), None)
+            if bad is None:
+                raise
+            raise InvalidReductionError(
+                err.epoch, err.field, err.value, "finite parameters", f"params[{bad}] holds NaN or infinity"
+            ) from err
+
+        if decision.average_weight is not None:
+            weight = decision.average_weight
+            if self._average is None or weight == 1.0:
+                self._average = [np.asarray(p, dtype=np.float64).copy() for p in self.params]
+            else:
+                for avg, p in zip(self._average, self.params):
+                    avg += weight * (np.asarray(p, dtype=np.float64) - avg)
+        if decision.apply_average:
+            assert self._average is not None
+            for p, avg in zip(self.params, self._average):
+                p[...] = avg.astype(p.dtype)
+            self._average = None
+        self._snapshot = [p.copy() for p in self.params]
+        self._prev_step = steps
+        self.controller.commit(decision, state)
+        self.history.append(decision)
+        return decision
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: the core checkpoint and the buffers (copies)."""
+        return {
+            "core": self.controller.to_dict(),
+            "snapshot": [s.copy() for s in self._snapshot],
+            "prev_step": [s.copy() for s in self._prev_step],
+            "average": None if self._average is None else [a.copy() for a in self._average],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; shapes must match the parameters."""
+        controller = Controller.from_dict(state["core"])
+        buffers = {}
+        for key in ("snapshot", "prev_step", "average"):
+            arrays = state[key]
+            if arrays is None:
+                buffers[key] = None
+                continue
+            if len(arrays) != len(self.params):
+                raise ValueError(f"{key} holds {len(arrays)} arrays, expected {len(self.params)}")
+            for i, (a, p) in enumerate(zip(arrays, self.params)):
+                if np.shape(a) != p.shape:
+                    raise ValueError(f"{key}[{i}] has shape {np.shape(a)}, expected {p.shape}")
+            buffers[key] = [np.array(a, copy=True) for a in arrays]
+        self.controller = controller
+        self._snapshot = buffers["snapshot"] or []
+        self._prev_step = buffers["prev_step"] or []
+        self._average = buffers["average"]

@@ -1,0 +1,38 @@
+"""autodrop_core: the AutoDrop decision rules as a pure state machine.
+
+Feed it two scalars per epoch, the inner product of the last two parameter steps and
+the squared norm of the last step, and it says when to average the parameters and
+when to drop the learning rate (Teng, Wang, Choromanska, "AutoDrop", UAI 2024).
+
+This package imports nothing outside the Python standard library and never sees a
+tensor; framework adapters compute the reductions and apply the decisions.
+"""
+
+from autodrop_core._config import DEFAULTS, AutoDropConfig, ConfigError
+from autodrop_core._controller import CHECKPOINT_FORMAT, Controller
+from autodrop_core._records import (
+    STATE_FORMAT_VERSION,
+    AutoDropState,
+    Decision,
+    StateError,
+    initial_state,
+)
+from autodrop_core._rules import InvalidReductionError, advance, step_angle
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DEFAULTS",
+    "STATE_FORMAT_VERSION",
+    "AutoDropConfig",
+    "AutoDropState",
+    "ConfigError",
+    "Controller",
+    "Decision",
+    "InvalidReductionError",
+    "StateError",
+    "advance",
+    "initial_state",
+    "step_angle",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,101 @@
+"""A small mutable holder around the pure transition, for callers who prefer objects.
+
+:class:`Controller` keeps one config and the current state, feeds each epoch's two
+scalars through :func:`autodrop_core.advance`, and serialises both to one JSON-safe
+checkpoint. It adds no rule of its own and never sees a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from autodrop_core._config import AutoDropConfig
+from autodrop_core._records import AutoDropState, Decision, StateError, initial_state
+from autodrop_core._rules import advance
+
+__all__ = ["CHECKPOINT_FORMAT", "Controller"]
+
+#: Tag written into every checkpoint so that a foreign JSON file is refused clearly.
+CHECKPOINT_FORMAT = "autodrop.checkpoint"
+
+
+class Controller:
+    """The AutoDrop state machine with its state held for you.
+
+    Args:
+        config: the configuration.
+        state: a state to resume from; the initial state when omitted.
+
+    >>> c = Controller(AutoDropConfig(lrs=(0.1,)))
+    >>> c.observe(dot=0.0, sq_norm=1.0).angle is None
+    True
+    >>> c.state.epoch
+    1
+    """
+
+    def __init__(self, config: AutoDropConfig, state: AutoDropState | None = None) -> None:
+        self._config = config
+        self._state = initial_state(config) if state is None else state
+        self._last: Decision | None = None
+
+    @property
+    def config(self) -> AutoDropConfig:
+        """The configuration (immutable)."""
+        return self._config
+
+    @property
+    def state(self) -> AutoDropState:
+        """The state after the last observed epoch (immutable)."""
+        return self._state
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The lr of each parameter group for the coming epoch."""
+        return self._state.lrs
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The decision of the last observed epoch, None before the first."""
+        return self._last
+
+    def observe(self, dot: float, sq_norm: float) -> Decision:
+        """Feed one epoch's reductions; on error nothing changes (see :func:`advance`)."""
+        decision, self._state = advance(self._config, self._state, dot, sq_norm)
+        self._last = decision
+        return decision
+
+    def preview(self, dot: float, sq_norm: float) -> tuple[Decision, AutoDropState]:
+        """The decision and state :meth:`observe` would produce, without committing them.
+
+        Adapters call this, apply the decision to their tensors, then :meth:`commit`,
+        so that a failure while applying leaves the controller where it was.
+        """
+        return advance(self._config, self._state, dot, sq_norm)
+
+    def commit(self, decision: Decision, state: AutoDropState) -> None:
+        """Adopt a previewed decision and state."""
+        self._state = state
+        self._last = decision
+
+    def to_dict(self) -> dict[str, Any]:
+        """A versioned, JSON-safe checkpoint of the config and the state."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self._config.to_dict(),
+            "state": self._state.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Controller:
+        """Rebuild a controller from :meth:`to_dict`'s output, validating everything.
+
+        Raises:
+            StateError: not an autodrop checkpoint, or a malformed state.
+            ConfigError: a malformed configuration.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != CHECKPOINT_FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise StateError(f"not an autodrop checkpoint: format={found!r}, expected {CHECKPOINT_FORMAT!r}")
+        config = AutoDropConfig.from_dict(data["config"])
+        return cls(config, AutoDropState.from_dict(data["state"], config))

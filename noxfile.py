@@ -1,0 +1,74 @@
+"""nox sessions: one per job; `tests` and `conformance` are parametrised by framework.
+
+Each session builds its own virtualenv with pip (never uv: pip finds the local CPU
+build of torch==2.13.0, uv would download a CUDA build).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests", "conformance"]
+nox.needs_version = ">=2024.3.2"
+
+PYTHON = "3.11"
+TORCH = "torch==2.13.0"
+
+# framework -> (extras to install, test folders)
+FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
+    "core": ("numpy,conformance", ["tests/core", "tests/numpy"]),
+    "nqm": ("nqm,numpy", ["tests/nqm"]),
+    "torch": ("torch,conformance", ["tests/torch"]),
+    "jax": ("jax,conformance", ["tests/jax"]),
+    "tensorflow": ("tensorflow,conformance", ["tests/tf"]),
+    "demo": ("demo", ["tests/demo"]),
+}
+
+# adapter entry-point name -> extras its conformance run needs
+ADAPTERS: dict[str, str] = {
+    "numpy": "numpy,conformance",
+    "torch": "torch,conformance",
+    "jax": "jax,conformance",
+    "tensorflow": "tensorflow,conformance",
+}
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    # torch is pinned so that pip takes the local CPU wheel, never a CUDA build.
+    session.install(TORCH) if "torch" in extras or "demo" in extras else None
+    session.install("-e", f".[{extras}]", "pytest", "hypothesis")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("framework", list(FRAMEWORKS), ids=list(FRAMEWORKS))
+def tests(session: nox.Session, framework: str) -> None:
+    """Unit and integration tests of one framework (``nox -s tests -k torch``)."""
+    extras, folders = FRAMEWORKS[framework]
+    _install(session, extras)
+    session.run("pytest", *folders, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("adapter", list(ADAPTERS), ids=list(ADAPTERS))
+def conformance(session: nox.Session, adapter: str) -> None:
+    """The Hypothesis conformance suite against one registered adapter."""
+    _install(session, ADAPTERS[adapter])
+    session.run(
+        "pytest", "-p", "autodrop_conformance._pytest_plugin", "--pyargs", "autodrop_conformance",
+        f"--autodrop-adapter={adapter}", *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the whole tree."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the core (and the conformance package once it lands)."""
+    session.install("mypy", "-e", ".")
+    session.run("mypy")
