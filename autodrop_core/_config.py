@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AutoDropConfig", "ConfigError", "DEFAULTS"]
+__all__ = ["DEFAULTS", "AutoDropConfig", "ConfigError"]
 
 #: Default value of every optional field, as in the spec's configuration table.
 DEFAULTS: Mapping[str, Any] = {

@@ -96,13 +96,18 @@ class AutoDropState:
         epoch = _int(data, "epoch", 0)
         pending = _int(data, "pending", 0)
         if pending >= config.drop_delay:
-            raise StateError(f"state pending={pending!r} is invalid: expected 0 <= pending < drop_delay ({config.drop_delay})")
+            raise StateError(
+                f"state pending={pending!r} is invalid: expected 0 <= pending < drop_delay ({config.drop_delay})"
+            )
         lrs = _floats(data, "lrs")
         if len(lrs) != config.num_groups or any(lr < 0 for lr in lrs):
             raise StateError(f"state lrs={data['lrs']!r} is invalid: expected {config.num_groups} numbers >= 0")
         angles = _floats(data, "angles")
         if len(angles) > config.angle_window:
-            raise StateError(f"state angles={data['angles']!r} is invalid: expected at most angle_window ({config.angle_window}) angles")
+            raise StateError(
+                f"state angles={data['angles']!r} is invalid: expected at most angle_window "
+                f"({config.angle_window}) angles"
+            )
         theta = _float(data, "theta")
         if not config.threshold <= theta <= config.max_threshold:
             raise StateError(

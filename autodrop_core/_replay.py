@@ -54,7 +54,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-factor", type=float, help=f"rho, 0 < rho < 1 (default {DEFAULTS['drop_factor']})")
     parser.add_argument("--threshold", type=float, help=f"theta0 in degrees (default {DEFAULTS['threshold']})")
     parser.add_argument("--max-threshold", type=float, help=f"cap on theta (default {DEFAULTS['max_threshold']})")
-    parser.add_argument("--drop-delay", type=int, help=f"n_d, vectors averaged per drop (default {DEFAULTS['drop_delay']})")
+    parser.add_argument(
+        "--drop-delay", type=int, help=f"n_d, vectors averaged per drop (default {DEFAULTS['drop_delay']})"
+    )
     parser.add_argument("--angle-window", type=int, help=f"w, angles averaged (default {DEFAULTS['angle_window']})")
     parser.add_argument("--reset-on-drop", action="store_true", default=None, help="a drop clears the angle history")
     parser.add_argument(
