@@ -1,0 +1,30 @@
+"""autodrop_jax: AutoDrop as a functional, pytree-valued state for JAX, optax and flax.
+
+Thread an :class:`AutoDropState` through your training loop: :func:`init` before
+training, :func:`update` after each epoch, and write the returned ``decision.lrs``
+into an ``optax.inject_hyperparams`` optimizer state with :func:`set_learning_rates`
+(or do both for a flax ``TrainState`` with :func:`update_train_state`). Reductions
+run on the device in one jitted program; the decision is the core's, on the host.
+The state is a pytree of arrays that orbax saves and restores exactly.
+
+>>> import jax.numpy as jnp, autodrop_jax
+>>> state = autodrop_jax.init({"w": jnp.zeros(3)}, lrs=0.1, drop_delay=2)
+>>> params, state, decision = autodrop_jax.update(state, {"w": jnp.ones(3)})
+>>> decision.epoch, decision.angle, state.lrs
+(1, None, (0.1,))
+"""
+
+from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
+from autodrop_jax._optax import learning_rates, set_learning_rates, update_train_state
+from autodrop_jax._state import AutoDropState
+
+__all__ = [
+    "AutoDropState",
+    "accumulation_dtype",
+    "init",
+    "learning_rates",
+    "set_learning_rates",
+    "step_reductions",
+    "update",
+    "update_train_state",
+]

@@ -1,0 +1,92 @@
+"""Sharded parameters: decisions equal the unsharded run and no parameter is gathered onto one device.
+
+Runs in a subprocess because ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+must be set before jax is imported.
+"""
+
+from __future__ import annotations
+
+SCRIPT = r"""
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import autodrop_jax
+from autodrop_jax import _programs
+
+assert jax.device_count() == 4, jax.devices()
+mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("a", "b"))
+specs = {"w": P("a", "b"), "k": P(None, "b", "a"), "v": P("a"), "s": P()}
+rng = np.random.default_rng(3)
+host = {"w": rng.standard_normal((8, 12)), "k": rng.standard_normal((4, 6, 8)), "v": rng.standard_normal(16),
+        "s": np.array(0.5)}
+host = {k: v.astype(np.float32) for k, v in host.items()}
+direction = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in host.items()}
+SETTINGS = dict(threshold=0.5, max_threshold=4.0, drop_factor=0.5, drop_delay=3, min_lr=0.01)
+
+def place(tree, sharded):
+    if not sharded:
+        return {k: jnp.asarray(v) for k, v in tree.items()}
+    return {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in tree.items()}
+
+def run(sharded):
+    params = place(host, sharded)
+    state = autodrop_jax.init(params, 0.1, **SETTINGS)
+    decisions, problems = [], []
+    for epoch in range(30):
+        noise = np.random.default_rng(epoch)
+        moved = {k: np.asarray(v) + 0.05 * (direction[k] + 0.08 * noise.standard_normal(v.shape).astype(np.float32))
+                 for k, v in params.items()}
+        params, state, decision = autodrop_jax.update(state, place(moved, sharded))
+        decisions.append(decision.to_dict())
+        if sharded:
+            for field in ("snapshot", "prev_step", "average", "average_lo"):
+                for k, leaf in getattr(state, field).items():
+                    want = NamedSharding(mesh, specs[k])
+                    if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+                        problems.append(f"epoch {epoch}: state.{field}[{k}] has {leaf.sharding}, expected {want}")
+            for k, leaf in params.items():
+                if not leaf.sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), leaf.ndim):
+                    problems.append(f"epoch {epoch}: params[{k}] has {leaf.sharding}")
+    return decisions, problems, state, params
+
+plain, _, _, _ = run(False)
+sharded, problems, state, params = run(True)
+
+leaves = jax.tree.leaves(params)
+hlo = {
+    "reduce": _programs.reduce_epoch.lower(leaves, jax.tree.leaves(state.snapshot), jax.tree.leaves(state.prev_step)),
+    "absorb": _programs.absorb.lower(leaves, jax.tree.leaves(state.average), jax.tree.leaves(state.average_lo),
+                                     _programs.split_weight(0.5, np.float32), first=False),
+    "apply": _programs.apply_average.lower(jax.tree.leaves(state.average), jax.tree.leaves(state.average_lo), leaves),
+}
+gathers = {}
+for name, lowered in hlo.items():
+    text = lowered.compile().as_text()
+    gathers[name] = [op for op in ("all-gather", "all-to-all", "collective-permute") if op in text]
+print(json.dumps({"plain": plain, "sharded": sharded, "problems": problems, "gathers": gathers}))
+"""
+
+
+def test_sharded_run_decides_like_the_unsharded_one_without_gathering(run_python):
+    import json
+    import math
+
+    out = json.loads(run_python(SCRIPT, devices=4).strip().splitlines()[-1])
+    assert out["problems"] == []
+    assert out["gathers"] == {"reduce": [], "absorb": [], "apply": []}
+    plain, sharded = out["plain"], out["sharded"]
+    assert sum(d["dropped"] for d in plain) >= 2
+    prev_tol = 0.0
+    for a, b in zip(plain, sharded, strict=True):
+        exact = ("epoch", "threshold", "triggered", "average_weight", "apply_average", "dropped", "exhausted", "lrs")
+        for key in exact:
+            assert a[key] == b[key], f"{key} differs at epoch {a['epoch']}: {a} vs {b}"
+        # Both runs are float32 with different reduction orders: each sits within 8 u / sin(angle)
+        # radians of the exact angle (see conftest.angle_tolerance), so they differ by at most twice that.
+        tol = 2 * math.degrees(8 * 2.0**-24 / math.sin(math.radians(a["angle"]))) if a["angle"] else 0.0
+        assert (a["angle"] is None) == (b["angle"] is None)
+        if a["angle"] is not None:
+            assert math.isclose(a["angle"], b["angle"], abs_tol=tol), f"angle at epoch {a['epoch']}: {a} vs {b}"
+        if a["delta"] is not None:
+            assert math.isclose(a["delta"], b["delta"], abs_tol=tol + prev_tol), f"delta at {a} vs {b}"
+        prev_tol = tol
