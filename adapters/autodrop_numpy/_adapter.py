@@ -136,10 +136,12 @@ class NumpyAutoDrop:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output; shapes must match the parameters."""
         controller = Controller.from_dict(state["core"])
-        buffers = {}
+        buffers: dict[str, list[Array] | None] = {}
         for key in ("snapshot", "prev_step", "average"):
             arrays = state[key]
             if arrays is None:
+                if key != "average":
+                    raise ValueError(f"{key} is missing: expected {len(self.params)} arrays")
                 buffers[key] = None
                 continue
             if len(arrays) != len(self.params):
@@ -149,6 +151,6 @@ class NumpyAutoDrop:
                     raise ValueError(f"{key}[{i}] has shape {np.shape(a)}, expected {p.shape}")
             buffers[key] = [np.array(a, copy=True) for a in arrays]
         self.controller = controller
-        self._snapshot = buffers["snapshot"] or []
-        self._prev_step = buffers["prev_step"] or []
-        self._average = buffers["average"]
+        snapshot, prev_step = buffers["snapshot"], buffers["prev_step"]
+        assert snapshot is not None and prev_step is not None
+        self._snapshot, self._prev_step, self._average = snapshot, prev_step, buffers["average"]

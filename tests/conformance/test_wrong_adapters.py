@@ -1,0 +1,134 @@
+"""A deliberately wrong adapter is caught, with a report that says where and replays the case."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import autodrop_conformance
+import numpy as np
+import pytest
+from autodrop_conformance import (
+    Case,
+    ConformanceError,
+    Layout,
+    cases,
+    check_against_reference,
+    check_checkpoint,
+    check_nan_step,
+)
+from hypothesis import HealthCheck, Phase, find, settings
+
+from autodrop_core import AutoDropConfig
+
+
+def _load(name: str) -> ModuleType:
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_conformance_tests_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+wrong = _load("wrong_adapters")
+
+SEARCH = settings(
+    max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def quarter_turns(epochs: int = 8, drop_delay: int = 2, dtype: str = "float64", scale: float = 1.0) -> Case:
+    """A case that saturates at once: steps e1, e2, -e1, -e2, ... have angle 90 degrees exactly."""
+    u, v = np.array([1.0, 0.0, 0.5, 0.0]) * scale, np.array([0.0, 2.0, 0.0, -1.0]) * scale
+    steps = tuple((s,) for s in [(u, v, -u, -v)[t % 4] for t in range(epochs)])
+    return Case(
+        config=AutoDropConfig(lrs=(0.1,), drop_delay=drop_delay),
+        layout=Layout(shapes=((4,),), dtypes=(dtype,), groups=(0,)),
+        initial=(np.array([0.25, -0.5, 1.0, 0.0]) * scale,),
+        steps=steps,
+    )
+
+
+def test_a_late_drop_is_reported_at_the_epoch_of_the_reference_drop() -> None:
+    with pytest.raises(ConformanceError) as caught:
+        check_against_reference(wrong.LateDropDriver(), quarter_turns())
+    report = str(caught.value)
+    # trigger at epoch 3 (first delta), two vectors averaged: the reference drops at epoch 4
+    assert "does not conform at epoch 4: decision field 'apply_average' differs" in report
+    assert "'dropped': True" in report and "'dropped': False" in report
+    assert "reference reductions (dot, sq_norm)" in report
+    assert "Replay this case with:" in report
+
+
+def test_the_replay_snippet_rebuilds_the_case_and_fails_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = quarter_turns(epochs=6, drop_delay=3)
+    with pytest.raises(ConformanceError) as caught:
+        check_against_reference(wrong.LateDropDriver(), case)
+    snippet = str(caught.value).split("Replay this case with:\n", 1)[1]
+    assert 'load_driver("late-drop")' in snippet
+    monkeypatch.setattr(autodrop_conformance, "load_driver", lambda name: wrong.LateDropDriver())
+    namespace: dict[str, Any] = {}
+    with pytest.raises(ConformanceError) as again:
+        exec(compile(snippet, "<replay>", "exec"), namespace)
+    assert namespace["case"] == case
+    assert str(again.value).splitlines()[0] == str(caught.value).splitlines()[0]
+
+
+def test_a_flat_float32_dot_is_caught_by_its_reductions() -> None:
+    with pytest.raises(ConformanceError, match="reductions outside the rounding bound"):
+        check_against_reference(wrong.FlatFloat32Driver(report=True), quarter_turns(scale=1.0 + 2.0**-30))
+
+
+def test_a_flat_float32_dot_is_caught_by_its_angles_even_when_it_hides_its_reductions() -> None:
+    base = quarter_turns()
+    u, v = np.array([1.0, 0.0, 0.5, 0.0]), np.array([0.0, 2.0, 0.0, -1.0])
+    turning = tuple((np.cos(0.9 * t) * u + np.sin(0.9 * t) * v,) for t in range(8))  # about 51.6 degrees a turn
+    case = Case(base.config, base.layout, base.initial, turning)
+    with pytest.raises(ConformanceError, match="angle differs beyond its rounding band"):
+        check_against_reference(wrong.FlatFloat32Driver(report=False), case)
+
+
+@pytest.mark.parametrize(
+    "driver",
+    [wrong.LateDropDriver(), wrong.FlatFloat32Driver(report=True), wrong.FlatFloat32Driver(report=False)],
+    ids=lambda d: d.name,
+)
+def test_the_suite_strategies_find_each_wrong_adapter(driver: Any) -> None:
+    def fails(case: Case) -> bool:
+        try:
+            check_against_reference(driver, case)
+        except ConformanceError:
+            return True
+        return False
+
+    found = find(cases(driver), fails, settings=SEARCH)
+    with pytest.raises(ConformanceError, match="does not conform at epoch"):
+        check_against_reference(driver, found)
+
+
+def test_the_reference_driver_itself_passes_the_cases_that_catch_them() -> None:
+    numpy_driver = autodrop_conformance.load_driver("numpy")
+    check_against_reference(numpy_driver, quarter_turns())
+    check_against_reference(numpy_driver, quarter_turns(scale=1.0 + 2.0**-30))
+
+
+def test_a_checkpoint_that_loses_the_core_state_is_caught() -> None:
+    case = quarter_turns(epochs=8, drop_delay=3)
+    case = Case(case.config, case.layout, case.initial, case.steps, save_at=3)
+    with pytest.raises(ConformanceError, match="restored after epoch 3 decides differently"):
+        check_checkpoint(wrong.ForgetfulDriver(), case)
+    check_checkpoint(autodrop_conformance.load_driver("numpy"), case)
+
+
+def test_a_nan_refused_with_the_wrong_error_is_caught() -> None:
+    case = quarter_turns()
+    case = Case(case.config, case.layout, case.initial, case.steps, nan_at=4)
+    with pytest.raises(ConformanceError, match="epoch 4: NaN parameters raised ValueError"):
+        check_nan_step(wrong.WrongErrorDriver(), case)
+    check_nan_step(autodrop_conformance.load_driver("numpy"), case)
