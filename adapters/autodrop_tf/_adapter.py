@@ -1,0 +1,284 @@
+"""AutoDrop for TensorFlow variables: the low-level API behind the Keras callback.
+
+:class:`AutoDrop` follows the reference adapter's order (reduce, preview, absorb,
+apply, snapshot, commit) over ``tf.Variable`` buffers, sets one learning rate, and
+is a ``tf.Module`` so that ``tf.train.Checkpoint(autodrop=...)`` saves its complete
+state: snapshots, steps, running averages and the core's JSON checkpoint (held in a
+``tf.string`` variable). It must not re-implement any decision rule: every decision
+comes from :class:`autodrop_core.Controller`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from autodrop_core import AutoDropConfig, Controller, Decision, InvalidReductionError, StateError
+from autodrop_tf._ops import EpochOps
+from autodrop_tf._variables import LrHandle, unwrap_variables
+
+__all__ = ["AutoDrop"]
+
+#: Config fields a restored checkpoint must share with the object it is loaded into
+#: (the starting ``lrs`` may differ: the optimizer may already hold a dropped lr).
+_MATCHING_FIELDS = (
+    "min_lr", "drop_factor", "threshold", "max_threshold", "drop_delay", "angle_window", "reset_on_drop",
+)
+
+
+@dataclass
+class _Host:
+    """Host-side state that ``tf.Module`` must not track (a plain object)."""
+
+    controller: Controller
+    lr: LrHandle
+    synced_meta: bytes = b""
+    reductions: tuple[float, float] | None = None
+    history: list[Decision] = field(default_factory=list)
+
+
+def _one_lr(lrs: Sequence[float] | float | None, from_optimizer: float | None) -> tuple[float, ...]:
+    if lrs is None:
+        if from_optimizer is None:
+            raise ValueError("lrs=None needs an optimizer to read the starting learning rate from; pass lrs=0.1 or so")
+        return (from_optimizer,)
+    values = (lrs,) if isinstance(lrs, (int, float)) else tuple(lrs)
+    if len(values) != 1:
+        raise ValueError(
+            f"lrs={lrs!r} holds {len(values)} learning rates: TensorFlow optimizers have exactly one "
+            f"learning rate, so AutoDrop for TensorFlow supports one parameter group (pass one float)"
+        )
+    return values
+
+
+class AutoDrop(tf.Module):
+    """AutoDrop over TensorFlow variables, for custom ``GradientTape`` training loops.
+
+    Args:
+        variables: the trainable variables (``tf.Variable`` or ``keras.Variable``, any
+            float dtype). The angle is measured over these; an applied average is
+            written into them.
+        optimizer: a Keras optimizer or a scalar ``tf.Variable`` whose value is the lr;
+            AutoDrop writes each new lr there. None: read :attr:`lr` yourself.
+        lrs: the starting lr (one float; read from ``optimizer`` when omitted).
+        extra_variables: float variables averaged along with ``variables`` but not
+            measured, e.g. BatchNorm moving statistics.
+        **settings: the spec's keyword settings (``min_lr``, ``drop_factor``,
+            ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
+            ``reset_on_drop``).
+
+    The snapshot x̂(0) is taken at construction (and an explicit ``lrs`` is written into
+    the optimizer). Call :meth:`end_epoch` after each epoch's training.
+
+    Raises:
+        ConfigError: a setting is out of range.
+        TypeError: a variable is not a float variable, or the optimizer's learning
+            rate is a schedule.
+        ValueError: more than one lr, or no lr to start from.
+    """
+
+    def __init__(
+        self,
+        variables: Sequence[Any],
+        optimizer: Any = None,
+        *,
+        lrs: Sequence[float] | float | None = None,
+        extra_variables: Sequence[Any] = (),
+        name: str = "autodrop",
+        **settings: Any,
+    ) -> None:
+        super().__init__(name=name)
+        handle = LrHandle(optimizer)
+        config = AutoDropConfig(lrs=_one_lr(lrs, handle.read()), **settings)
+        params = unwrap_variables(variables, "variables")
+        extras = unwrap_variables(extra_variables, "extra_variables")
+        with tf.init_scope():
+            self.buffers = EpochOps(params, extras, averaging=config.drop_delay > 1)
+            self.meta = tf.Variable(b"", dtype=tf.string, trainable=False, name="autodrop_state")
+        self._host = _Host(Controller(config), handle)
+        self.restart()
+        if lrs is not None:
+            self.apply_lr()  # an explicit starting lr is the one the first epoch trains with
+
+    # -- reading ------------------------------------------------------------------
+
+    @property
+    def controller(self) -> Controller:
+        """The core controller (re-read after a ``tf.train.Checkpoint`` restore)."""
+        self._sync()
+        return self._host.controller
+
+    @property
+    def config(self) -> AutoDropConfig:
+        """The configuration in force."""
+        return self.controller.config
+
+    @property
+    def lr(self) -> float:
+        """The learning rate for the coming epoch."""
+        return self.controller.lrs[0]
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The lr of the (single) parameter group, as a tuple like the core's."""
+        return self.controller.lrs
+
+    @property
+    def epoch(self) -> int:
+        """Epochs observed so far (t)."""
+        return self.controller.state.epoch
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The decision of the last epoch, None before the first (not checkpointed)."""
+        self._sync()
+        return self._host.controller.last_decision
+
+    @property
+    def last_reductions(self) -> tuple[float, float] | None:
+        """(dot, sq_norm) as reported to the core at the last :meth:`end_epoch`, even a refused one."""
+        return self._host.reductions
+
+    @property
+    def history(self) -> list[Decision]:
+        """Decisions since construction or the last restore (not checkpointed)."""
+        return self._host.history
+
+    # -- acting -------------------------------------------------------------------
+
+    def end_epoch(self) -> Decision:
+        """Reduce, ask the core, then average, set the lr and snapshot as it decides.
+
+        Raises:
+            InvalidReductionError: the variables hold NaN or infinity (the error names
+                the epoch and the first such variable); nothing changed.
+        """
+        controller = self.controller
+        dot, sq_norm = self.buffers.reduce()
+        self._host.reductions = (dot, sq_norm)
+        try:
+            decision, state = controller.preview(dot, sq_norm)
+        except InvalidReductionError as err:
+            raise self._explain(err) from err
+        if decision.average_weight is not None and not (decision.apply_average and decision.average_weight == 1.0):
+            self.buffers.absorb(decision.average_weight)
+        if decision.apply_average and decision.average_weight != 1.0:
+            self.buffers.apply_average()
+        self._host.lr.write(decision.lrs[0])
+        self.buffers.flip()
+        controller.commit(decision, state)
+        self._host.history.append(decision)
+        self._write_meta()
+        return decision
+
+    def restart(self, lrs: Sequence[float] | float | None = None) -> None:
+        """Start afresh from the variables as they are now: new x̂(0), initial core state.
+
+        Args:
+            lrs: a new starting lr (one float); the configured one when omitted.
+        """
+        config = self._host.controller.config
+        if lrs is not None:
+            config = replace(config, lrs=_one_lr(lrs, None))
+        self.buffers.restart()
+        self._host.controller = Controller(config)
+        self._host.history = []
+        self._write_meta()
+
+    def apply_lr(self) -> None:
+        """Write :attr:`lr` into the optimizer (after restoring a checkpoint without it)."""
+        self._host.lr.write(self.lr)
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly, as numpy copies and a JSON-safe core dict.
+
+        Keys: ``core`` (``Controller.to_dict()``), ``snapshot``, ``prev_step``,
+        ``average`` and ``extra_average`` (None when no drop is pending).
+        """
+        controller = self.controller
+        pending = controller.state.pending > 0
+        return {
+            "core": controller.to_dict(),
+            "snapshot": self.buffers.export("snapshot"),
+            "prev_step": self.buffers.export("prev_step"),
+            "average": self.buffers.export("average") if pending else None,
+            "extra_average": self.buffers.export("extra_average") if pending else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; shapes and settings must match. Sets the lr.
+
+        Raises:
+            StateError, ConfigError: the core checkpoint is malformed or its settings differ.
+            ValueError: a buffer's count or shape does not match the variables.
+        """
+        controller = self._checked_controller(state["core"])
+        arrays: dict[str, Sequence[Any]] = {}
+        for key in ("snapshot", "prev_step", "average", "extra_average"):
+            given, shapes = state.get(key), self.buffers.shapes(key)
+            if given is None:
+                if key in ("snapshot", "prev_step") or (controller.state.pending > 0 and shapes):
+                    raise ValueError(f"state[{key!r}] is missing: it is needed to resume this state")
+                continue
+            if len(given) != len(shapes):
+                raise ValueError(f"state[{key!r}] holds {len(given)} arrays, expected {len(shapes)}")
+            for i, (a, shape) in enumerate(zip(given, shapes, strict=True)):
+                if tuple(np.shape(a)) != shape:
+                    raise ValueError(f"state[{key!r}][{i}] has shape {np.shape(a)}, expected {shape}")
+            arrays[key] = given
+        for key, given in arrays.items():
+            self.buffers.load(key, given)
+        self._host.controller = controller
+        self._host.history = []
+        self._write_meta()
+        self.apply_lr()
+
+    def _checked_controller(self, core: Mapping[str, Any]) -> Controller:
+        controller = Controller.from_dict(core)
+        mine, theirs = self._host.controller.config.to_dict(), controller.config.to_dict()
+        differ = [k for k in _MATCHING_FIELDS if mine[k] != theirs[k]]
+        if differ:
+            detail = ", ".join(f"{k}: checkpoint {theirs[k]!r}, here {mine[k]!r}" for k in differ)
+            raise StateError(f"the checkpoint was written with other AutoDrop settings ({detail})")
+        if controller.config.num_groups != 1:
+            raise StateError(f"the checkpoint holds {controller.config.num_groups} lr groups, expected 1")
+        return controller
+
+    def _write_meta(self) -> None:
+        payload = json.dumps({"core": self._host.controller.to_dict(), "active": self.buffers.active})
+        encoded = payload.encode()
+        self.meta.assign(encoded)
+        self._host.synced_meta = encoded
+
+    def _sync(self) -> None:
+        """Adopt a state that ``tf.train.Checkpoint.restore`` wrote into :attr:`meta`."""
+        raw = self.meta.numpy()
+        if raw == self._host.synced_meta:
+            return
+        try:
+            data = json.loads(raw)
+            active = data["active"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise StateError(f"restored autodrop_state is not an AutoDrop checkpoint: {raw[:80]!r}") from err
+        if active not in (0, 1):
+            raise StateError(f"restored autodrop_state has active={active!r}: expected 0 or 1")
+        self._host.controller = self._checked_controller(data["core"])
+        self.buffers.active = active
+        self._host.history = []
+        self._host.synced_meta = raw
+
+    def _explain(self, err: InvalidReductionError) -> InvalidReductionError:
+        """Name the first variable holding NaN or infinity, if that is the cause."""
+        for var in self.buffers.params:
+            if not bool(tf.reduce_all(tf.math.is_finite(var))):
+                return InvalidReductionError(
+                    err.epoch, err.field, err.value, "finite parameters", f"variable {var.name} holds NaN or infinity"
+                )
+        return err

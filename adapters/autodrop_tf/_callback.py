@@ -1,0 +1,124 @@
+"""The Keras callback: AutoDrop in ``model.fit(callbacks=[...])``, next to ReduceLROnPlateau.
+
+:class:`AutoDropCallback` builds an :class:`autodrop_tf.AutoDrop` over the model's
+trainable variables (and its float non-trainable weights, such as BatchNorm moving
+statistics, which are averaged but not measured), validates the optimizer at
+``on_train_begin``, starts afresh or resumes at the first ``on_epoch_begin``, and acts
+in ``on_epoch_end``. It holds no rule of its own and no tensor work: both live in the
+low-level adapter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from autodrop_core import AutoDropConfig
+from autodrop_tf._adapter import AutoDrop, _one_lr
+from autodrop_tf._variables import LrHandle, float_weights
+
+__all__ = ["AutoDropCallback"]
+
+
+class AutoDropCallback(keras.callbacks.Callback):
+    """Drop the learning rate when training saturates (AutoDrop, UAI 2024).
+
+    Args:
+        lrs: starting lr (one float); by default the optimizer's lr at the start of
+            training. Keras optimizers have one learning rate, so there is one group.
+        average_non_trainable: average the model's float non-trainable weights
+            (BatchNorm moving statistics) together with the parameters.
+        verbose: 1 prints a line at each drop.
+        **settings: the spec's keyword settings: ``min_lr``, ``drop_factor``,
+            ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
+            ``reset_on_drop``.
+
+    Each epoch it writes ``logs["learning_rate"]`` (the lr used in that epoch, as
+    Keras' own lr callbacks do) and ``logs["autodrop_angle"]`` (degrees, NaN when
+    undefined). Put it before checkpointing callbacks, so they save the averaged
+    weights.
+
+    Resuming: Keras does not save callback state. Track :attr:`autodrop` (built by
+    :meth:`build`) in a ``tf.train.Checkpoint``; ``fit(initial_epoch=n)`` then resumes
+    when the restored state has seen exactly n epochs. ``initial_epoch=0`` starts
+    afresh from the current weights.
+
+    Raises:
+        ConfigError: a setting is out of range (at construction).
+    """
+
+    def __init__(
+        self,
+        lrs: Sequence[float] | float | None = None,
+        *,
+        average_non_trainable: bool = True,
+        verbose: int = 0,
+        **settings: Any,
+    ) -> None:
+        super().__init__()
+        AutoDropConfig(lrs=(1.0,) if lrs is None else _one_lr(lrs, None), **settings)  # validate now
+        self._lrs = lrs
+        self._settings = dict(settings)
+        self._average_non_trainable = average_non_trainable
+        self._verbose = verbose
+        self._starting = False
+        self._built_for: tuple[int, ...] = ()
+        self.autodrop: AutoDrop | None = None
+
+    def build(self, model: keras.Model) -> AutoDrop:
+        """The :class:`AutoDrop` for ``model`` (compiled and built), created once.
+
+        Call it before ``fit`` to get the object to track in a ``tf.train.Checkpoint``.
+        """
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("AutoDropCallback needs a compiled model: call model.compile(optimizer=...) first")
+        LrHandle(model.optimizer)  # refuses a schedule with a message saying what to use
+        params = list(model.trainable_variables)
+        if not params:
+            raise ValueError("the model has no trainable variables yet: build it (call it on data) first")
+        extras = float_weights(model.non_trainable_weights) if self._average_non_trainable else []
+        key = tuple(id(v) for v in params + extras)
+        if self.autodrop is None or key != self._built_for:
+            self.autodrop = AutoDrop(
+                params, model.optimizer, lrs=self._lrs, extra_variables=extras, name="autodrop", **self._settings
+            )
+            self._built_for = key
+        return self.autodrop
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.build(self.model)
+        self._starting = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._starting:
+            return
+        self._starting = False
+        autodrop = self.autodrop
+        assert autodrop is not None
+        if epoch == 0:
+            current = LrHandle(self.model.optimizer).read()
+            autodrop.restart(lrs=_one_lr(self._lrs, current))
+            autodrop.apply_lr()
+        elif epoch == autodrop.epoch:
+            autodrop.apply_lr()
+        else:
+            raise ValueError(
+                f"fit starts at initial_epoch={epoch}, but AutoDropCallback has observed {autodrop.epoch} "
+                f"epochs: restore the AutoDrop checkpoint written after epoch {epoch} "
+                f"(tf.train.Checkpoint(autodrop=callback.autodrop)), or pass initial_epoch=0 to start afresh"
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        autodrop = self.autodrop
+        assert autodrop is not None
+        used = autodrop.lr
+        decision = autodrop.end_epoch()
+        if logs is not None:
+            logs["learning_rate"] = used
+            logs["autodrop_angle"] = math.nan if decision.angle is None else decision.angle
+        if self._verbose and (decision.dropped or decision.exhausted):
+            what = f"reducing learning rate to {decision.lrs[0]}" if decision.dropped else "lr at its floor"
+            print(f"\nEpoch {epoch + 1}: AutoDrop {what} (weights replaced by their average).")
