@@ -20,7 +20,7 @@ FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy"]),
     "conformance": ("numpy,conformance", ["tests/conformance"]),
     "nqm": ("nqm,numpy", ["tests/nqm"]),
-    "torch": ("torch,conformance", ["tests/torch"]),
+    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch"]),
     "jax": ("jax,jax-test,conformance", ["tests/jax"]),
     "tensorflow": ("tensorflow,conformance", ["tests/tf"]),
     "demo": ("demo", ["tests/demo"]),

@@ -1,0 +1,288 @@
+"""AutoDrop as a ``torch.optim.lr_scheduler.LRScheduler``: one ``step()`` per epoch.
+
+The scheduler watches the optimizer's trainable parameters, reduces each epoch's step
+on the device (see ``_reduce.py``), asks the core for a decision with preview/commit,
+then averages, snapshots and writes the learning rates. Every rule lives in
+``autodrop_core``; this module only moves tensors and must never decide anything
+itself. Checkpointing lives in ``_checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from autodrop_core import DEFAULTS, AutoDropConfig, Controller, Decision, InvalidReductionError
+from autodrop_torch import _checkpoint
+from autodrop_torch._buffers import TrackedTensors
+from autodrop_torch._reduce import accumulation_dtype, local_tensor, reduce_steps
+
+__all__ = ["AutoDrop"]
+
+Key = tuple[int, int]
+
+
+def _set_group_lr(group: dict[str, Any], lr: float) -> None:
+    if isinstance(group["lr"], Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
+class AutoDrop(LRScheduler):
+    """Drops every group's learning rate when the direction of training saturates.
+
+    Call :meth:`step` once at the end of every epoch, after the optimizer's steps. The
+    scheduler measures the angle between the last two epochs' parameter displacements;
+    when its change stays below ``threshold`` it averages the next ``drop_delay``
+    parameter vectors, writes the average into the parameters in place and multiplies
+    every lr by ``drop_factor`` (AutoDrop, Teng, Wang, Choromanska, UAI 2024).
+
+    Args:
+        optimizer: the wrapped optimizer; each group's starting lr is its
+            ``initial_lr`` if an earlier scheduler set one (as for any torch
+            scheduler), else its ``lr``.
+        model: optional module whose floating-point buffers (BatchNorm running
+            statistics) are averaged with the parameters; integer buffers keep their
+            last value. Also used to name a parameter in error messages.
+        min_lr: floor of every lr, one value or one per parameter group.
+        drop_factor: rho, 0 < rho < 1.
+        threshold: theta0 in degrees, > 0.
+        max_threshold: cap on theta in degrees, >= threshold.
+        drop_delay: n_d, vectors averaged before a drop (trigger epoch included), >= 1.
+        angle_window: w, the trigger compares means of the last w angles, >= 1.
+        reset_on_drop: a drop clears the angle history.
+        snapshot_device: where x̂, s(t-1) and the average live; None (default) keeps
+            them next to each parameter, ``"cpu"`` saves accelerator memory at the cost
+            of copying the parameters to the host once per epoch.
+
+    Raises:
+        autodrop_core.ConfigError: a setting is out of its valid range.
+        TypeError: the optimizer holds a complex or non-floating-point parameter.
+
+    Attributes:
+        history: the core's :class:`~autodrop_core.Decision` of every observed epoch.
+        last_reductions: ``(dot, sq_norm)`` of the last observed epoch, or None.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        model: torch.nn.Module | None = None,
+        min_lr: float | Sequence[float] = DEFAULTS["min_lr"],
+        drop_factor: float = DEFAULTS["drop_factor"],
+        threshold: float = DEFAULTS["threshold"],
+        max_threshold: float = DEFAULTS["max_threshold"],
+        drop_delay: int = DEFAULTS["drop_delay"],
+        angle_window: int = DEFAULTS["angle_window"],
+        reset_on_drop: bool = DEFAULTS["reset_on_drop"],
+        snapshot_device: str | torch.device | None = None,
+    ) -> None:
+        # As every torch scheduler: a group's starting lr is its "initial_lr" when an earlier
+        # scheduler (a warmup) has set one, else its current "lr".
+        lrs = tuple(float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups)
+        self._config = AutoDropConfig(
+            lrs=lrs,
+            min_lr=tuple(min_lr) if isinstance(min_lr, Sequence) else min_lr,
+            drop_factor=drop_factor,
+            threshold=threshold,
+            max_threshold=max_threshold,
+            drop_delay=drop_delay,
+            angle_window=angle_window,
+            reset_on_drop=reset_on_drop,
+        )
+        self._shared_floor: float | None = None if isinstance(min_lr, Sequence) else float(min_lr)
+        for g, group in enumerate(optimizer.param_groups):
+            for i, p in enumerate(group["params"]):
+                if not p.is_floating_point():
+                    raise TypeError(
+                        f"param_groups[{g}]['params'][{i}] has dtype {p.dtype}: AutoDrop watches "
+                        "real floating-point parameters only (float64, float32, float16, bfloat16)"
+                    )
+        self._model = model
+        self._snapshot_device = None if snapshot_device is None else torch.device(snapshot_device)
+        devices = {local_tensor(p).device for g in optimizer.param_groups for p in g["params"]}
+        if self._snapshot_device is not None:
+            devices = {self._snapshot_device}
+        self._acc_dtype = (
+            torch.float32 if any(accumulation_dtype(d) == torch.float32 for d in devices) else torch.float64
+        )
+        self.history: list[Decision] = []
+        self.last_reductions: tuple[float, float] | None = None
+        super().__init__(optimizer)
+
+    # ----------------------------------------------------------------- lifecycle
+    def _initial_step(self) -> None:
+        """Called by ``LRScheduler.__init__`` (and by ``SequentialLR`` for its first scheduler)."""
+        self._step_count = 1
+        self._start()
+
+    def _start(self) -> None:
+        """Begin watching now: snapshot x̂(0), fresh core state, lrs back to the starting ones."""
+        self.last_epoch = 0
+        self._controller = Controller(self._config)
+        self._keys: list[Key] = []
+        self._tracked = TrackedTensors(self._acc_dtype, self._snapshot_device)
+        keys = self._unwatched_keys()
+        self._tracked.join([self._param(k) for k in keys])
+        self._keys.extend(keys)
+        if self._model is not None:
+            self._tracked.set_buffers([b for b in self._model.buffers() if b.is_floating_point()])
+        self.history = []
+        self.last_reductions = None
+        self._write_lrs()
+
+    def _param(self, key: Key) -> Tensor:
+        param: Tensor = self.optimizer.param_groups[key[0]]["params"][key[1]]
+        return param
+
+    def _unwatched_keys(self) -> list[Key]:
+        """Parameters that require grad and are not watched yet, in optimizer order."""
+        watched = set(self._keys)
+        return [
+            (g, i)
+            for g, group in enumerate(self.optimizer.param_groups)
+            for i, p in enumerate(group["params"])
+            if p.requires_grad and (g, i) not in watched
+        ]
+
+    def _write_lrs(self) -> None:
+        for group, lr in zip(self.optimizer.param_groups, self._controller.lrs, strict=True):
+            _set_group_lr(group, lr)
+        self._last_lr = [
+            g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"] for g in self.optimizer.param_groups
+        ]
+
+    # --------------------------------------------------------------------- API
+    @property
+    def config(self) -> AutoDropConfig:
+        """The core configuration in force (it grows by one group per added param group)."""
+        return self._controller.config
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The core's decision of the last observed epoch, None before the first."""
+        return self._controller.last_decision
+
+    @property
+    def epoch(self) -> int:
+        """Epochs observed since watching started."""
+        return self._controller.state.epoch
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        """The lr of each group for the coming epoch, as the core holds it."""
+        return list(self._controller.lrs)
+
+    def step(self, epoch: int | None = None) -> None:
+        """Close one epoch: reduce, decide, average, snapshot, set the lrs.
+
+        Each call is one observation period, whatever happened since the last one. A
+        second call with no training in between observes a zero step, whose angle is
+        undefined: that empties the angle history (and counts toward a pending drop).
+
+        Raises:
+            InvalidReductionError: the parameters hold NaN or infinity; the message
+                names the epoch and the parameter. Nothing changed: fix and retry,
+                or stop.
+            ValueError: ``epoch`` was given (AutoDrop cannot jump to an epoch).
+        """
+        if epoch is not None:
+            raise ValueError(
+                f"AutoDrop.step(epoch={epoch!r}): AutoDrop observes the parameters and cannot jump to an "
+                "epoch; call step() with no argument once per epoch"
+            )
+        self._observe()
+
+    def _update_lr(self, epoch: int | None = None) -> None:
+        # SequentialLR calls _update_lr(0) at its milestone: AutoDrop starts watching there.
+        if epoch is None:
+            self._observe()
+        elif epoch == 0:
+            self._start()
+        else:
+            raise ValueError(f"AutoDrop cannot jump to epoch={epoch!r}: expected None (next epoch) or 0 (start)")
+
+    def _observe(self) -> Decision:
+        joining = self._unwatched_keys()
+        controller = self._grown_controller()
+        dot, sq_norm, steps, copies = reduce_steps(
+            self._tracked.params, self._tracked.snapshots, self._tracked.prev_steps, self._acc_dtype
+        )
+        try:
+            decision, state = controller.preview(dot, sq_norm)
+        except InvalidReductionError as err:
+            raise self._name_bad_parameter(err) from err
+        if decision.average_weight is not None:
+            self._tracked.absorb(decision.average_weight)
+        if decision.apply_average:
+            self._tracked.apply_average()
+        self._tracked.take_snapshot(steps, copies)
+        controller.commit(decision, state)
+        self._controller = controller
+        self._tracked.join([self._param(k) for k in joining])
+        self._keys.extend(joining)
+        self.last_reductions = (dot, sq_norm)
+        self.history.append(decision)
+        self.last_epoch += 1
+        self._step_count += 1
+        self._write_lrs()
+        return decision
+
+    def _grown_controller(self) -> Controller:
+        """The controller, extended by one group per param group added since the last epoch."""
+        controller = self._controller
+        new_groups = self.optimizer.param_groups[controller.config.num_groups :]
+        if not new_groups:
+            return controller
+        config, state = controller.config, controller.state
+        lrs = tuple(float(g["lr"]) for g in new_groups)
+        floors = []
+        for n, group in enumerate(new_groups, start=config.num_groups):
+            floor = group.get("min_lr", self._shared_floor)
+            if floor is None:
+                raise ValueError(
+                    f"param_groups[{n}] was added after AutoDrop was built with one min_lr per group: "
+                    "give the new group its floor as a 'min_lr' key (a number >= 0)"
+                )
+            floors.append(floor)
+        config = replace(config, lrs=config.lrs + lrs, min_lr=config.floors + tuple(floors))
+        grown = Controller(config, replace(state, lrs=state.lrs + lrs))
+        if controller.last_decision is not None:
+            grown.commit(controller.last_decision, grown.state)
+        for group in new_groups:
+            group.setdefault("initial_lr", group["lr"])
+        return grown
+
+    def _name_bad_parameter(self, err: InvalidReductionError) -> InvalidReductionError:
+        names = {id(p): n for n, p in self._model.named_parameters()} if self._model is not None else {}
+        for key, param in zip(self._keys, self._tracked.params, strict=True):
+            if not bool(torch.isfinite(local_tensor(param)).all()):
+                name = names.get(id(param), f"param_groups[{key[0]}]['params'][{key[1]}]")
+                return InvalidReductionError(
+                    err.epoch, err.field, err.value, "finite parameters", f"parameter {name} holds NaN or infinity"
+                )
+        return err
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (the optimizer excluded), as copies.
+
+        The dict holds plain Python values and tensors only, so ``torch.save`` and
+        ``torch.load(weights_only=True)`` round-trip it.
+        """
+        return _checkpoint.save(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`'s output; the optimizer must hold the same groups.
+
+        Raises:
+            ValueError: the checkpoint is not an AutoDrop one or does not fit the optimizer.
+        """
+        _checkpoint.load(self, state_dict)

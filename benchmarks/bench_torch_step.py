@@ -1,0 +1,171 @@
+"""Cost of ``autodrop_torch.AutoDrop.step()`` against the memory-bandwidth bound, on CPU.
+
+Two measurements, both from this one run:
+
+1. A ResNet-18-shaped parameter set (11.2M float32 parameters in 62 tensors). One
+   step() outside an averaging window must read x, x̂ and s(t-1) and write s(t) and x̂:
+   4 + 4 + 8 + 8 + 4 = 28 bytes per float32 parameter (steps are float64). The bound is
+   the time of plain torch copies and sums moving exactly those bytes over the same 62
+   tensors (``s.copy_(x)``, ``s_prev.sum()``, ``x_hat.copy_(x)``); the ratio is
+   step() / bound. Steps inside an averaging window also update W (float64) and are
+   reported separately.
+2. The overhead of step() on the demo's 1-D CNN as a share of one training epoch
+   (4000 random sequences of length 40, batch 100, Adam).
+
+Run: ``python benchmarks/bench_torch_step.py [--repeats 15] [--threads N] [--no-fused]``. It prints
+medians; nothing here is asserted (speed goals live in benchmarks, not tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    from autodrop_torch import AutoDrop
+except ModuleNotFoundError:  # an editable install made before the adapter existed
+    sys.path.insert(0, str(ROOT / "adapters"))
+    from autodrop_torch import AutoDrop
+
+
+def resnet18_shapes() -> list[tuple[int, ...]]:
+    """The 62 parameter shapes of the CIFAR ResNet-18 (3x3 stem, 10 classes): 11.17M in all."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 3, 3), (64,), (64,)]
+    inplanes = 64
+    for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            first = block == 0
+            shapes += [(planes, inplanes if first else planes, 3, 3), (planes,), (planes,)]
+            shapes += [(planes, planes, 3, 3), (planes,), (planes,)]
+            if first and (stride != 1 or inplanes != planes):
+                shapes += [(planes, inplanes, 1, 1), (planes,), (planes,)]
+        inplanes = planes
+    return [*shapes, (10, 512), (10,)]
+
+
+def median_ms(fn: Callable[[], object], repeats: int, between: Callable[[], object] | None = None) -> float:
+    times = []
+    for _ in range(repeats):
+        if between is not None:
+            between()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench_resnet(repeats: int) -> None:
+    shapes = resnet18_shapes()
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.05) for s in shapes]
+    count = sum(p.numel() for p in params)
+    print(f"ResNet-18-shaped set: {len(params)} tensors, {count / 1e6:.2f}M float32 parameters")
+    noise = [torch.randn(s, generator=gen) * 1e-4 for s in shapes]
+
+    def train() -> None:  # stands for an epoch of training, outside the timed region
+        with torch.no_grad():
+            for p, n in zip(params, noise):
+                n.normal_(0.0, 1e-4, generator=gen)
+                p.add_(n)
+
+    quiet = AutoDrop(torch.optim.SGD(params, lr=0.1), threshold=1e-12, max_threshold=1e-12)
+    for _ in range(3):
+        train()
+        quiet.step()
+    assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
+    x = [p.detach() for p in params]
+    snap = [t.clone() for t in x]
+    prev = [t.double() for t in x]
+    new = [torch.empty_like(t, dtype=torch.float64) for t in x]
+
+    def plain() -> None:
+        for xi, si, pi, ni in zip(x, snap, prev, new):
+            ni.copy_(xi)
+            pi.sum()
+            si.copy_(xi)
+
+    # Interleaved, so that a change of load on a shared machine hits both alike.
+    step_times, plain_times = [], []
+    plain()
+    for _ in range(repeats):
+        step_times.append(median_ms(quiet.step, 1, train))
+        plain_times.append(median_ms(plain, 1))
+    assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
+    step_ms, bound_ms = statistics.median(step_times), statistics.median(plain_times)
+    ratio = statistics.median(a / b for a, b in zip(step_times, plain_times))
+    moved = 28 * count
+    print(f"  bytes one step() must move: {moved / 1e6:.0f} MB (28 B per parameter)")
+    print(f"  plain copies/sums moving them (the bound): {bound_ms:.1f} ms ({moved / bound_ms / 1e6:.1f} GB/s)")
+    print(f"  AutoDrop.step(), no drop pending: {step_ms:.1f} ms")
+    print(f"  ratio step()/bound, median over {repeats} interleaved pairs: {ratio:.2f}x "
+          f"(fastest step / fastest bound: {min(step_times) / min(plain_times):.2f}x)")
+
+    pending = AutoDrop(torch.optim.SGD(params, lr=0.1), threshold=180.0, max_threshold=180.0, drop_delay=10**6)
+    for _ in range(4):  # the trigger fires at epoch 3 and the window stays open
+        train()
+        pending.step()
+    assert pending.last_decision is not None and pending.last_decision.average_weight is not None
+    avg_ms = median_ms(pending.step, repeats, train)
+    print(f"  AutoDrop.step(), inside an averaging window: {avg_ms:.1f} ms")
+
+
+def bench_demo_share(repeats: int) -> None:
+    try:
+        from autodrop_demo._models import Cnn1d
+
+        source = "autodrop_demo._models.Cnn1d"
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(ROOT / "demo"))
+        from autodrop_demo._models import Cnn1d
+
+        source = "autodrop_demo._models.Cnn1d (from the checkout)"
+    torch.manual_seed(0)
+    model = Cnn1d()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = AutoDrop(opt, threshold=1e-12, max_threshold=1e-12)
+    x = torch.randn(4000, 40)
+    y = torch.randint(0, 10, (4000,))
+
+    def epoch() -> None:
+        for i in range(0, 4000, 100):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i : i + 100]), y[i : i + 100]).backward()
+            opt.step()
+
+    epoch()
+    sched.step()
+    epoch_ms = median_ms(epoch, max(3, repeats // 3))
+    step_ms = median_ms(sched.step, repeats, epoch)
+    count = sum(p.numel() for p in model.parameters())
+    print(f"Demo model {source}: {count} parameters")
+    print(f"  one training epoch (4000 x 40, batch 100, Adam): {epoch_ms:.1f} ms")
+    print(f"  AutoDrop.step(): {step_ms:.2f} ms = {100 * step_ms / epoch_ms:.2f}% of the epoch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-fused", action="store_true", help="plain torch ops even if numba is installed")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from autodrop_torch import _fused_cpu, _reduce
+
+    _reduce.USE_FUSED_CPU = not args.no_fused
+    path = "fused numba kernels" if _reduce.USE_FUSED_CPU and _fused_cpu.available() else "plain torch ops"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, reductions by {path}")
+    bench_resnet(args.repeats)
+    bench_demo_share(args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
