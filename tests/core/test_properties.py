@@ -145,7 +145,7 @@ def run_core(config: AutoDropConfig, seq: list[tuple[float, float]]) -> list[Dec
 # ---------------------------------------------------------------- properties
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(configs(), reductions())
 def test_core_agrees_with_an_independent_implementation(config: AutoDropConfig, seq: list[tuple[float, float]]) -> None:
     ours = [d.to_dict() for d in run_core(config, seq)]
@@ -154,7 +154,7 @@ def test_core_agrees_with_an_independent_implementation(config: AutoDropConfig, 
     assert_same(ours, replay_independently(config, seq))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(configs(), reductions(max_size=40))
 def test_replay_command_agrees_with_an_independent_implementation(
     config: AutoDropConfig, seq: list[tuple[float, float]]
