@@ -64,7 +64,7 @@ class TensorFlowRun:
         self.autodrop.apply_lr()
 
     def reductions(self) -> tuple[float, float] | None:
-        return None  # the adapter does not expose them
+        return self.autodrop.last_reductions
 
 
 class TensorFlowDriver:
