@@ -40,18 +40,24 @@ def _true_angle(x0: list[np.ndarray], x1: list[np.ndarray], x2: list[np.ndarray]
     return angle
 
 
-def test_the_angle_of_millions_of_float32_parameters_is_within_1e_6_degrees_of_the_float64_reference(
-    reduction_path: str,
-) -> None:
-    x0, x1, x2 = _epochs()
+def _scheduler_after(x0: list[np.ndarray], x1: list[np.ndarray], x2: list[np.ndarray]) -> AutoDrop:
+    """An AutoDrop that has seen the parameters go x̂(0) -> x(1) -> x(2), one step() each."""
     params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in x0]
-    assert sum(p.numel() for p in params) > 2_500_000
     sched = AutoDrop(torch.optim.SGD(params, lr=0.1))
     for values in (x1, x2):
         with torch.no_grad():
             for p, v in zip(params, values):
                 p.copy_(torch.from_numpy(v))
         sched.step()
+    return sched
+
+
+def test_the_angle_of_millions_of_float32_parameters_is_within_1e_6_degrees_of_the_float64_reference(
+    reduction_path: str,
+) -> None:
+    x0, x1, x2 = _epochs()
+    assert sum(a.size for a in x0) > 2_500_000
+    sched = _scheduler_after(x0, x1, x2)
     assert sched.last_decision is not None and sched.last_decision.angle is not None
     true = _true_angle(x0, x1, x2)
     assert 95 < true < 105
@@ -73,14 +79,7 @@ def test_the_fused_cpu_reduction_gives_the_same_bits_on_one_thread_or_two() -> N
     for threads in (1, 2):
         torch.set_num_threads(threads)
         try:
-            params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in x0]
-            sched = AutoDrop(torch.optim.SGD(params, lr=0.1))
-            for values in (x1, x2):
-                with torch.no_grad():
-                    for p, v in zip(params, values):
-                        p.copy_(torch.from_numpy(v))
-                sched.step()
-            results.append(sched.last_reductions)
+            results.append(_scheduler_after(x0, x1, x2).last_reductions)
         finally:
             torch.set_num_threads(1)
     assert results[0] == results[1] and results[0] is not None
