@@ -38,7 +38,8 @@ ADAPTERS: dict[str, str] = {
 
 def _install(session: nox.Session, extras: str) -> None:
     # torch is pinned so that pip takes the local CPU wheel, never a CUDA build.
-    session.install(TORCH) if "torch" in extras or "demo" in extras else None
+    if "torch" in extras or "demo" in extras:
+        session.install(TORCH)
     # hatchling lets the third-party example distribution build offline (tests/conformance).
     session.install("-e", f".[{extras}]", "pytest", "hypothesis", "hatchling")
 

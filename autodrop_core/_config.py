@@ -102,11 +102,14 @@ class AutoDropConfig:
             raise ConfigError("lrs", self.lrs, "a non-empty sequence of finite numbers > 0")
         for i, lr in enumerate(lrs):
             if not lr > 0:
-                raise ConfigError(f"lrs[{i}]", self.lrs[i], "a finite number > 0")
+                raise ConfigError(f"lrs[{i}]", lr, "a finite number > 0")
 
         floor_range = "a finite number >= 0, or one such number per parameter group"
         if isinstance(self.min_lr, numbers.Real) and not isinstance(self.min_lr, bool):
-            floors = (_finite_float("min_lr", self.min_lr, floor_range),) * len(lrs)
+            floor = _finite_float("min_lr", self.min_lr, floor_range)
+            if floor < 0:
+                raise ConfigError("min_lr", self.min_lr, floor_range)
+            floors = (floor,) * len(lrs)
         else:
             floors = _float_tuple("min_lr", self.min_lr, floor_range)
             if len(floors) != len(lrs):
@@ -115,9 +118,9 @@ class AutoDropConfig:
                     self.min_lr,
                     f"one value, or exactly {len(lrs)} (one per parameter group), got {len(floors)}",
                 )
-        for i, floor in enumerate(floors):
-            if floor < 0:
-                raise ConfigError(f"min_lr[{i}]" if len(set(floors)) > 1 else "min_lr", floor, floor_range)
+            for i, floor in enumerate(floors):
+                if floor < 0:
+                    raise ConfigError(f"min_lr[{i}]", floor, floor_range)
 
         rho = _finite_float("drop_factor", self.drop_factor, "a finite number with 0 < drop_factor < 1")
         if not 0 < rho < 1:

@@ -10,8 +10,8 @@ on disk. This module parses and prints; it holds no decision rule.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -65,7 +65,14 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_from_flags(args: argparse.Namespace) -> tuple[dict[str, Any], AutoDropConfig]:
+def _flag(field: str) -> str:
+    """The command-line flag of a config field (``lrs[1]`` -> ``--lr``)."""
+    name = field.split("[")[0]
+    return "--lr" if name == "lrs" else _FLAG_FIELDS.get(name, name)
+
+
+def _given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields set on the command line, unvalidated."""
     given: dict[str, Any] = {}
     if args.lr is not None:
         given["lrs"] = tuple(args.lr)
@@ -73,12 +80,14 @@ def _config_from_flags(args: argparse.Namespace) -> tuple[dict[str, Any], AutoDr
         value = getattr(args, name)
         if value is not None:
             given[name] = value[0] if name == "min_lr" and len(value) == 1 else value
+    return given
+
+
+def _new_config(given: dict[str, Any]) -> AutoDropConfig:
     try:
-        config = AutoDropConfig(**{"lrs": (DEFAULT_LR,), **given})
+        return AutoDropConfig(**{"lrs": (DEFAULT_LR,), **given})
     except ConfigError as err:
-        flag = "--lr" if err.field.startswith("lrs") else _FLAG_FIELDS.get(err.field.split("[")[0], err.field)
-        raise ReplayError(f"{flag}: {err}") from err
-    return given, config
+        raise ReplayError(f"{_flag(err.field)}: {err}") from err
 
 
 def _load_controller(path: str, given: dict[str, Any]) -> Controller:
@@ -91,12 +100,12 @@ def _load_controller(path: str, given: dict[str, Any]) -> Controller:
     stored = controller.config
     for name, value in given.items():
         try:
-            wanted = getattr(AutoDropConfig(**{"lrs": stored.lrs, "min_lr": stored.floors, name: value}), name)
+            wanted = getattr(dataclasses.replace(stored, **{name: value}), name)
         except ConfigError as err:
-            raise ReplayError(f"{_FLAG_FIELDS.get(name, '--lr')}: {err}") from err
+            raise ReplayError(f"{_flag(name)}: {err}") from err
         if wanted != getattr(stored, name):
             raise ReplayError(
-                f"{_FLAG_FIELDS.get(name, '--lr')}={value!r} contradicts the config stored in {path} "
+                f"{_flag(name)}={value!r} contradicts the config stored in {path} "
                 f"({name}={getattr(stored, name)!r}); drop the flag or start a new state file"
             )
     return controller
@@ -138,11 +147,11 @@ def _parse_line(number: int, line: str) -> tuple[float, float]:
 def run_replay(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int:
     """Run the replay loop; return the exit status (0, or 2 on a bad flag or line)."""
     try:
-        given, config = _config_from_flags(args)
+        given = _given_flags(args)
         if args.state and os.path.exists(args.state):
-            controller = _load_controller(args.state, given)
+            controller = _load_controller(args.state, given)  # flags are checked against the stored config
         else:
-            controller = Controller(config)
+            controller = Controller(_new_config(given))
     except ReplayError as err:
         print(f"autodrop replay: error: {err}", file=stderr)
         return 2
@@ -154,8 +163,7 @@ def run_replay(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr
             dot, sq_norm = _parse_line(number, line)
             decision = controller.observe(dot, sq_norm)
         except InvalidReductionError as err:
-            value = err.value if not isinstance(err.value, float) or math.isfinite(err.value) else str(err.value)
-            print(f"autodrop replay: error: line {number}: {err.field}={value} rejected ({err})", file=stderr)
+            print(f"autodrop replay: error: line {number}: {err.field}={err.value} rejected ({err})", file=stderr)
             return 2
         except ReplayError as err:
             print(f"autodrop replay: error: {err}", file=stderr)

@@ -69,6 +69,12 @@ def test_lrs_must_be_a_non_empty_sequence_of_positive_finite_numbers(lrs: object
         AutoDropConfig(lrs=lrs)  # type: ignore[arg-type]
 
 
+def test_a_negative_per_group_floor_is_named_by_its_index() -> None:
+    with pytest.raises(ConfigError) as info:
+        AutoDropConfig(lrs=(0.1, 0.2), min_lr=(-1.0, -1.0))
+    assert info.value.field == "min_lr[0]"
+
+
 def test_per_group_floors_need_one_value_per_group() -> None:
     with pytest.raises(ConfigError, match=r"exactly 2 \(one per parameter group\), got 3"):
         AutoDropConfig(lrs=(0.1, 0.2), min_lr=(0.0, 0.0, 0.0))

@@ -89,6 +89,13 @@ def test_state_file_refuses_a_contradicting_flag(tmp_path: Path) -> None:
     assert state.read_text() == before
 
 
+def test_state_file_accepts_a_flag_that_repeats_the_stored_config(tmp_path: Path) -> None:
+    state = tmp_path / "s.json"
+    assert replay("--threshold", "5", "--max-threshold", "50", "--state", str(state), stdin=SATURATING).returncode == 0
+    result = replay("--threshold", "5", "--state", str(state), stdin=SATURATING)  # max_threshold comes from the file
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_killed_process_loses_nothing(tmp_path: Path) -> None:
     state = tmp_path / "s.json"
     got = []
