@@ -21,6 +21,7 @@ anything outside the standard library.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -81,7 +82,7 @@ def flatness_test(angles: tuple[float, ...]) -> FlatnessTest | None:
     burn_in = angles[: n - size]
 
     squared_steps = 0.0
-    for previous, current in zip(window[:-1], window[1:]):
+    for previous, current in itertools.pairwise(window):
         squared_steps += (current - previous) * (current - previous)
     noise = math.sqrt(squared_steps / (2.0 * (size - 1)))
 

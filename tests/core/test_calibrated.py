@@ -140,7 +140,8 @@ def test_the_paper_trigger_keeps_its_behaviour_and_reports_no_rise() -> None:
     [("threshold", 0.5), ("max_threshold", 2.0), ("angle_window", 3), ("reset_on_drop", True)],
 )
 def test_settings_it_would_ignore_are_refused_by_name(field: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=rf"^{field}={value!r} is invalid: expected its default .* trigger='calibrated'"):
+    expected = rf"^{field}={value!r} is invalid: expected its default .* trigger='calibrated'"
+    with pytest.raises(ConfigError, match=expected):
         AutoDropConfig(lrs=(0.1,), trigger="calibrated", **{field: value})  # type: ignore[arg-type]
 
 
