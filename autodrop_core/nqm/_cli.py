@@ -138,15 +138,15 @@ def _figure3(args: argparse.Namespace) -> int:
         for run in runs:
             _print_figure3_run(model, run)
     print()
-    print(f"{'preset':<18}{'method':<22}{'final loss':>12}{'/ best const':>13}  lr drops at iterations")
+    print(f"{'preset':<20}{'method':<22}{'final loss':>12}{'/ best const':>13}  lr drops at iterations")
     for model, runs in panels:
         finals = runs[0].baseline_final_losses()
         best = min(finals, key=finals.__getitem__)
         for run in runs:
             drops = ", ".join(str(it) for it, _ in run.drops) or "none"
-            print(f"{model.name:<18}{'AutoDrop ' + run.trigger:<22}{run.final_loss():>12.4g}"
+            print(f"{model.name:<20}{'AutoDrop ' + run.trigger:<22}{run.final_loss():>12.4g}"
                   f"{run.final_loss() / finals[best]:>13.3f}  {drops}")
-        print(f"{model.name:<18}{f'best constant {best:g}':<22}{finals[best]:>12.4g}{1.0:>13.3f}")
+        print(f"{model.name:<20}{f'best constant {best:g}':<22}{finals[best]:>12.4g}{1.0:>13.3f}")
     return 0
 
 

@@ -11,6 +11,7 @@ calls the core's own flatness test on closed-form angles); plotting lives in ``_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from autodrop_core import AutoDropConfig, Controller
 from autodrop_core._calibrated import MAX_HISTORY, flatness_test
 from autodrop_core.nqm._model import NoisyQuadratic
 from autodrop_core.nqm._oracles import expected_dynamics, stationary_second_moment
-from autodrop_core.nqm._simulate import NQMRun, _progress_bar, simulate, step_angles, window_means
+from autodrop_core.nqm._simulate import NQMRun, _progress_bar, simulate, step_angles
 
 __all__ = ["FIGURE3_SETTINGS", "PAPER_NQM_SETTINGS", "AutoDropRun", "autodrop_run", "figure3_lrs"]
 
@@ -62,9 +63,10 @@ class AutoDropRun:
         threshold: paper: theta in force at each iteration; calibrated: the measured noise
             sigma (NaN while the test has too few angles), (T,).
         expected_delta: the same delta computed from the closed-form expected angle under
-            the run's own lr schedule, (T,): the trend without the noise (paper: change of
-            the window mean; calibrated: the fitted change over the same test window).
-            Exact for ``drop_delay=1``; with averaging it ignores the jumps to the averages.
+            the run's own lr schedule, with the run's own window, resets and drops, (T,):
+            the trend without the noise (paper: change of the window mean; calibrated: the
+            fitted change over the same test window). Exact for ``drop_delay=1``; with
+            averaging the closed form ignores the jumps to the averages.
         expected_smoothed: the closed-form counterpart of ``smoothed`` (paper: window mean;
             calibrated: the test window's mean).
         expected_fires: whether the trigger's test passes on the closed-form angles (with the
@@ -223,10 +225,7 @@ def autodrop_run(
     cfg = controller.config
     expected_angle = expected_dynamics(model, lrs, iters, start).ratio_angle()
     if cfg.trigger == "paper":
-        expected = window_means(expected_angle, cfg.angle_window)
-        result.expected_smoothed = expected
-        result.expected_delta = np.abs(np.diff(expected, prepend=np.nan))
-        result.expected_fires = result.expected_delta < thetas
+        _noise_free_paper(result, expected_angle, averaged_at, cfg.angle_window, cfg.reset_on_drop)
     else:
         _noise_free_calibrated(result, expected_angle, averaged_at)
     result.floor_stationary_loss = float(0.5 * model.curvature @ stationary_second_moment(model, float(lrs[-1])))
@@ -234,6 +233,41 @@ def autodrop_run(
     base = simulate(model, result.baseline_lrs, [seed], iters, start=start, progress=progress)
     result.baseline_loss = base.loss[:, 0, :]
     return result
+
+
+def _noise_free_paper(
+    result: AutoDropRun, expected_angle: FloatArray, averaged_at: npt.NDArray[np.bool_], window: int, reset: bool
+) -> None:
+    """The paper's test on the closed-form angles, with the run's own H: the same window, resets and theta."""
+    iters = expected_angle.size
+    smoothed, delta = np.full(iters, np.nan), np.full(iters, np.nan)
+    assert result.threshold is not None
+    defined = np.isfinite(result.angle) & np.isfinite(expected_angle)
+    history: list[float] = []
+    previous = math.nan
+    for t in range(iters):
+        if defined[t]:
+            history.append(float(expected_angle[t]))
+            del history[:-window]
+        else:
+            history.clear()
+        current = _left_sum(history) / window if len(history) == window else math.nan
+        smoothed[t] = current
+        delta[t] = abs(current - previous)  # NaN unless both are defined
+        previous = current
+        if averaged_at[t] and reset:
+            history.clear()
+            previous = math.nan
+    result.expected_smoothed, result.expected_delta = smoothed, delta
+    with np.errstate(invalid="ignore"):
+        result.expected_fires = np.isfinite(delta) & (delta < result.threshold)
+
+
+def _left_sum(values: list[float]) -> float:
+    total = 0.0
+    for v in values:  # oldest to newest, as the core adds them
+        total += v
+    return total
 
 
 def _noise_free_calibrated(result: AutoDropRun, expected_angle: FloatArray, averaged_at: npt.NDArray[np.bool_]) -> None:

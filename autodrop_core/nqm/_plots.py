@@ -103,7 +103,7 @@ def _figure3_row(
         colour = _TRIGGER_COLOURS.get(run.trigger, "tab:purple")
         loss_ax.plot(steps, run.loss, color=colour, lw=1.3, label=f"AutoDrop {run.trigger}")
         what = f"m(t), window {_WINDOW}" if run.trigger == "paper" else "test-window mean"
-        angle_ax.plot(steps[1:], run.smoothed, color=colour, lw=1, label=f"{run.trigger}: {what}")
+        angle_ax.plot(steps[1:], run.smoothed, color=colour, lw=1, label=f"{run.trigger}: {what} (dashed: noise-free)")
         if run.expected_smoothed is not None:
             angle_ax.plot(steps[1:], run.expected_smoothed, color=colour, lw=0.8, ls="--", alpha=0.7)
         for it, _ in run.drops:
@@ -114,15 +114,18 @@ def _figure3_row(
     loss_ax.set_yscale("log")
     _style(loss_ax, "excess loss")
     loss_ax.legend(fontsize=6, ncol=2)
-    _style(angle_ax, "smoothed angle (deg); dashed: noise-free")
+    _style(angle_ax, "smoothed angle (deg)")
     angle_ax.legend(fontsize=7)
     lr_ax.set_yscale("log")
     _style(lr_ax, "learning rate; dotted: drops")
     lr_ax.legend(fontsize=7)
     for ax in (angle_ax, lr_ax):
         ax.set_xlim(0, min(iters, max(4 * last, 200)))
-    finals = ", ".join(f"{run.trigger} {run.final_loss():.3g}" for run in runs)
-    loss_ax.set_title(
-        f"{model.name}: final loss {finals}; best constant {min(first.baseline_final_losses().values()):.3g}",
-        fontsize=9, loc="left",
+    finals = ", ".join(f"AutoDrop {run.trigger} {run.final_loss():.3g}" for run in runs)
+    finals_constant = first.baseline_final_losses()
+    best = min(finals_constant, key=finals_constant.__getitem__)
+    angle_ax.set_title(
+        f"{model.name}: final loss (mean of last {first.tail}) {finals}, best constant ({best:g}) "
+        f"{finals_constant[best]:.3g}",
+        fontsize=9,
     )

@@ -106,3 +106,20 @@ def test_the_calibrated_run_refuses_a_paper_only_setting_by_name(model) -> None:
 
     with pytest.raises(ConfigError, match="angle_window"):
         autodrop_run(model, iters=10, trigger="calibrated", angle_window=20)
+
+
+@pytest.mark.parametrize("trigger", ["paper", "calibrated"])
+def test_without_noise_the_noise_free_diagnostic_is_the_run_itself(trigger) -> None:
+    # S = 0 and drop_delay = 1 (no averaging jump): the run's angles are the closed-form
+    # ones, so the diagnostic must reproduce the controller's own delta at every epoch.
+    from autodrop_core.nqm import NoisyQuadratic
+
+    curvature = figure1_model(n=50).curvature
+    quiet = NoisyQuadratic(curvature, np.zeros_like(curvature), "noise-free")
+    result = autodrop_run(quiet, iters=300, seed=0, drop_delay=1, trigger=trigger)
+    assert result.delta is not None and result.expected_delta is not None
+    defined = np.isfinite(result.delta)
+    assert defined.sum() > 40
+    np.testing.assert_array_equal(defined, np.isfinite(result.expected_delta))
+    np.testing.assert_allclose(result.expected_delta[defined], result.delta[defined], rtol=1e-6, atol=1e-7)
+    assert result.noise_triggers() == []
