@@ -1,4 +1,9 @@
-"""A deliberately wrong adapter is caught, with a report that says where and replays the case."""
+"""Deliberately wrong adapters are caught, with a report that says where and replays the case.
+
+The project's set (``wrong_adapters.WRONG_DRIVERS``, one bug per spec rule) is run through
+the suite's own strategies, each with a bounded number of examples; the number each
+takes to be caught is printed in the "wrong adapters" section at the end of the run.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from autodrop_conformance import (
     check_checkpoint,
     check_nan_step,
 )
+from autodrop_conformance._check import STATS
 from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis.errors import NoSuchExample
 
 from autodrop_core import AutoDropConfig
 
@@ -132,3 +139,47 @@ def test_a_nan_refused_with_the_wrong_error_is_caught() -> None:
     with pytest.raises(ConformanceError, match="epoch 4: NaN parameters raised ValueError"):
         check_nan_step(wrong.WrongErrorDriver(), case)
     check_nan_step(autodrop_conformance.load_driver("numpy"), case)
+
+
+#: The most examples a wrong adapter may take to be caught (the suite's power, bounded for CI).
+CATCH_WITHIN = 200
+#: name -> (examples it took, first line of the report); read by this folder's conftest.
+CATCHES: dict[str, tuple[int, str]] = {}
+
+
+def _first_catch(driver: Any, limit: int) -> tuple[int, str] | None:
+    """Examples of ``cases(driver)`` until one of the three checks fails, with its first report line."""
+    seen: list[int] = [0]
+    caught: list[str] = []
+
+    def fails(case: Case) -> bool:
+        seen[0] += 1
+        for check in (check_against_reference, check_nan_step, check_checkpoint):
+            try:
+                check(driver, case)
+            except ConformanceError as err:
+                caught.append(str(err).splitlines()[0])
+                return True
+        return False
+
+    budget = settings(max_examples=limit, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+    try:
+        find(cases(driver), fails, settings=budget)
+    except NoSuchExample:
+        return None
+    return seen[0], caught[0]
+
+
+def test_the_adapter_written_apart_without_a_bug_conforms() -> None:
+    driver = wrong.BuggyDriver(None)
+    before = STATS.examples.get(driver.name, 0)
+    assert _first_catch(driver, 120) is None
+    assert STATS.examples[driver.name] - before >= 120
+
+
+@pytest.mark.parametrize("name", sorted(wrong.WRONG_DRIVERS))
+def test_the_suite_catches_every_wrong_adapter_of_the_set(name: str) -> None:
+    found = _first_catch(wrong.WRONG_DRIVERS[name](), CATCH_WITHIN)
+    assert found is not None, f"the suite did not catch {name!r} within {CATCH_WITHIN} examples"
+    CATCHES[name] = found
