@@ -23,6 +23,7 @@ from autodrop_conformance._reference import adapter_kwargs
 
 from autodrop_core import AutoDropConfig, Decision
 from autodrop_tf._adapter import AutoDrop
+from autodrop_tf._ops import CHUNK
 
 __all__ = ["TensorFlowDriver", "driver"]
 
@@ -78,6 +79,10 @@ class TensorFlowDriver:
     max_examples: int | None = 25
     max_groups = 1  # AutoDrop(variables, optimizer) sets a single learning rate
     few_shapes = True  # tf.function traces once per set of shapes
+    #: snapshot and step buffers are cut into chunks of CHUNK elements: one element more takes two
+    size_thresholds: tuple[int, ...] = (CHUNK + 1,)
+    #: Keras keeps the learning rate in a float32 variable: it must hold float32(decision lr) exactly
+    lr_dtype: Literal["float32"] = "float32"
 
     def start(self, values: Sequence[np.ndarray[Any, Any]], layout: Any, config: AutoDropConfig) -> TensorFlowRun:
         return TensorFlowRun(values, layout, config)

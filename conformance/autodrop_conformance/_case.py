@@ -115,13 +115,22 @@ class Case:
             return [round_to(d, p + s) for p, s, d in zip(params, step, self.layout.dtypes, strict=True)]
 
     def partway(self, params: Sequence[Array], epoch: int, j: int) -> list[Array]:
-        """The parameters after training step ``j`` of ``substeps`` in ``epoch``: ``j / substeps`` of its step."""
+        """The parameters after training step ``j`` of ``substeps`` in ``epoch``.
+
+        ``f = j / substeps`` of the epoch's step plus a detour ``f (1 - f)`` times the step
+        with its elements rotated by one, rounded to each dtype: off the straight line, so
+        that a step measured from an intermediate position points elsewhere.
+        """
         if j >= self.substeps:
             return self.advance(params, epoch)
         step = self.steps[epoch - 1]
-        frac = j / self.substeps
+        f = j / self.substeps
+        out = []
         with np.errstate(over="ignore", invalid="ignore"):
-            return [round_to(d, p + frac * s) for p, s, d in zip(params, step, self.layout.dtypes, strict=True)]
+            for p, s, d in zip(params, step, self.layout.dtypes, strict=True):
+                detour = np.roll(s.ravel(), 1).reshape(s.shape)
+                out.append(round_to(d, p + f * s + f * (1.0 - f) * detour))
+        return out
 
     def to_source(self, driver_expr: str = 'load_driver("NAME")') -> str:
         """A Python snippet that rebuilds this case and checks it against a driver."""

@@ -324,6 +324,9 @@ def compare_resumed(name: str, case: Case, plain: Trace, resumed: Trace) -> None
             fields = [f for f in p.decision.to_dict() if getattr(p.decision, f) != getattr(q.decision, f)]
             raise report.fail(t, f"the run saved and restored {where} decides differently in {fields} "
                                  "(above: 'reference' is the uninterrupted run of the same adapter)")
+        if p.reductions != q.reductions:
+            raise report.fail(t, f"the run saved and restored {where} reports different reductions: "
+                                 f"uninterrupted {p.reductions}, restored {q.reductions}")
         if p.lrs != q.lrs:
             raise report.fail(t, f"the run saved and restored {where} holds different lrs: "
                                  f"uninterrupted {list(p.lrs)}, restored {list(q.lrs)}")
