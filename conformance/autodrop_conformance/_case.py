@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,10 @@ class Case:
         return (f"Case(motif={self.motif!r}, {self.epochs} epochs, shapes={self.layout.shapes}, "
                 f"dtypes={self.layout.dtypes}, save_at={self.save_at}, save_step={self.save_step}, "
                 f"nan_at={self.nan_at}; its replay snippet is in the failure report)")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis's pretty printer (which would spell out every array) defers to this
+        printer.text(repr(self))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Case):

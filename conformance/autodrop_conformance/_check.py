@@ -49,7 +49,7 @@ def case_features(case: Case, ref: Trace) -> list[str]:
     cfg = case.config
     decisions = [e.decision for e in ref.epochs]
     found = []
-    if max((math.prod(s) for s in case.layout.shapes), default=0) > 2**16:
+    if max((math.prod(s) for s in case.layout.shapes), default=0) >= 2**16:
         found.append("large tensor")
     if any(d.exhausted for d in decisions):
         found.append("exhausted epoch")

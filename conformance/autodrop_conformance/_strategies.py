@@ -119,7 +119,7 @@ def layouts(
 ) -> Layout:
     """1 to 8 tensors (0-d and empty included, at least two elements overall), groups, dtypes.
 
-    With ``large_sizes``, about one layout in six also holds one or two tensors of those
+    With ``large_sizes``, about one layout in eight also holds one or two tensors of those
     element counts (an adapter's size thresholds).
     """
     pool = _FEW_SHAPES if few_shapes else _SHAPES
@@ -128,7 +128,7 @@ def layouts(
     if sum(math.prod(s) for s in shapes) < 2:
         shapes[0] = (3,)
     if large_sizes:
-        large = draw(st.sampled_from([0] * 10 + [1, 1, 2]), label="large tensors")
+        large = draw(st.sampled_from([0] * 20 + [1, 1, 2]), label="large tensors")
         for _ in range(large):
             size = draw(st.sampled_from(large_sizes), label="large tensor size (a size threshold)")
             at = draw(st.integers(0, len(shapes)), label="position of the large tensor")
