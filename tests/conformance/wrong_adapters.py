@@ -181,6 +181,7 @@ BUGS: dict[str, str] = {
     "lr-bfloat16": "the framework holds lrs rounded to bfloat16, the driver declares float32",
     "step-in-param-dtype": "steps of float16 tensors are formed in float16",
     "average-in-param-dtype": "the running average of float16 tensors is held in float16",
+    "float16-sums-in-float32": "the reductions of float16 tensors are accumulated in float32",
 }
 
 _DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
@@ -310,10 +311,15 @@ class BuggyRun:
     def end_epoch(self) -> Decision:
         steps = self._steps()
         dot = sq_norm = 0.0
-        for s, p in zip(steps, self.prev):
+        for s, p, a in zip(steps, self.prev, self.arrays):
             flat, prev = s.ravel(), p.ravel()
             if self.bug == "tail-dropped":
                 flat, prev = flat[:_TAIL], prev[:_TAIL]
+            if self.bug == "float16-sums-in-float32" and a.dtype == np.float16:
+                flat32, prev32 = flat.astype(np.float32), prev.astype(np.float32)
+                dot += float(np.dot(flat32, prev32))
+                sq_norm += float(np.dot(flat32, flat32))
+                continue
             dot += float(np.dot(flat, prev))
             sq_norm += float(np.dot(flat, flat))
         try:
