@@ -210,12 +210,12 @@ def _transition(
     config: AutoDropConfig, state: AutoDropState, dot: float, sq_norm: float, bug: str | None
 ) -> tuple[Decision, AutoDropState]:
     """The spec's "one epoch, in order", written apart from the core, with one rule broken by ``bug``."""
+    # The real transition validates the input and supplies every field this one does not
+    # know (so the core may grow fields); only the paper's trigger is re-written here.
+    template, template_state = advance(config, state, dot, sq_norm)
     if getattr(config, "trigger", "paper") != "paper":
-        return advance(config, state, dot, sq_norm)  # only the paper's trigger is re-written here
+        return template, template_state
     epoch = state.epoch + 1
-    for name, value in (("dot", dot), ("sq_norm", sq_norm)):
-        if not math.isfinite(value) or (name == "sq_norm" and value < 0):
-            raise InvalidReductionError(epoch, name, value, "a finite number")
     angle = _angle(dot, sq_norm, state.prev_sq_norm, bug)
     if angle is None:
         angles: tuple[float, ...] = state.angles if bug == "undefined-kept-in-window" else ()
@@ -257,11 +257,11 @@ def _transition(
         if config.reset_on_drop and bug != "reset-ignored":
             angles = ()
             remembered = smoothed if bug == "reset-keeps-mean" else None
-    decision = Decision(epoch=epoch, angle=angle, smoothed_angle=smoothed, delta=delta, threshold=state.theta,
-                        triggered=triggered, average_weight=weight, apply_average=apply_average, dropped=dropped,
-                        exhausted=exhausted, lrs=lrs)
-    return decision, replace(state, epoch=epoch, lrs=lrs, theta=theta, prev_sq_norm=sq_norm, angles=angles,
-                             prev_smoothed_angle=remembered, pending=pending)
+    decision = replace(template, epoch=epoch, angle=angle, smoothed_angle=smoothed, delta=delta,
+                       threshold=state.theta, triggered=triggered, average_weight=weight,
+                       apply_average=apply_average, dropped=dropped, exhausted=exhausted, lrs=lrs)
+    return decision, replace(template_state, epoch=epoch, lrs=lrs, theta=theta, prev_sq_norm=sq_norm,
+                             angles=angles, prev_smoothed_angle=remembered, pending=pending)
 
 
 def _round_bfloat16(x: float) -> float:
