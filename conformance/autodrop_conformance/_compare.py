@@ -3,10 +3,10 @@
 The comparison follows the spec's "Conformance" section: identical booleans, epochs and
 lrs, and angles, deltas, reductions and averaged parameters within bounds computed from
 the two runs (``_bounds``). It stops at the first epoch whose reference delta lies
-within that rounding band of theta (unless the adapter reported every reduction so far
-bit for bit as the reference did: then the core saw the same numbers and nothing may
-differ) (or where the runs may disagree on whether an angle
-is defined), because from there on both runs may legitimately part; it reports that
+within that rounding band of theta (or where the runs may disagree on whether an angle
+is defined), because from there on both runs may legitimately part, unless the
+adapter reported every reduction so far bit for bit as the reference did (the core then
+saw the same numbers, so nothing may differ); it reports that
 stop and the band instead of hiding it; what does not depend on the decision sequence
 (exceptions, the NaN detour and its retry, untouched parameters, held lrs, optimizer
 state) is still judged after the stop. It must never loosen a bound to make a case pass.
