@@ -1,7 +1,9 @@
 """The conformance driver of the TensorFlow adapter (entry point ``autodrop.adapters: tensorflow``).
 
 Parameters are ``tf.Variable`` objects of the case's dtypes; :class:`autodrop_tf.AutoDrop`
-sets the lr of a Keras SGD optimizer (it manages one parameter group, so the driver
+sets the lr of a Keras SGD optimizer (with momentum: each training step applies a fixed
+gradient before the case's values are written, and the suite watches the momentum
+buffers across every epoch end; it manages one parameter group, so the driver
 asks the suite for one group only). Checkpoints go through ``tf.train.Checkpoint``
 written to a temporary directory and read back into a fresh adapter, then
 ``apply_lr()`` puts the restored lr into the new optimizer, as the adapter documents.
@@ -38,12 +40,20 @@ class TensorFlowRun:
         self.variables = [
             tf.Variable(tf.cast(tf.constant(np.asarray(v, dtype=np.float64)), d)) for v, d in zip(values, self.dtypes)
         ]
-        self.optimizer = keras.optimizers.SGD(learning_rate=config.lrs[0])
+        # momentum, so that the optimizer holds state the suite can watch across an average
+        self.optimizer = keras.optimizers.SGD(learning_rate=config.lrs[0], momentum=0.9)
         self.autodrop = AutoDrop(self.variables, self.optimizer, lrs=config.lrs[0], **adapter_kwargs(config))
 
     def set_params(self, values: Sequence[np.ndarray[Any, Any]]) -> None:
+        # a real training step with a fixed gradient (it fills the momentum buffers), whose
+        # result the case's values then replace
+        self.optimizer.apply_gradients([(tf.ones_like(var), var) for var in self.variables])
         for var, value, dtype in zip(self.variables, values, self.dtypes, strict=True):
             var.assign(tf.cast(tf.constant(np.asarray(value, dtype=np.float64)), dtype))
+
+    def optimizer_state(self) -> list[np.ndarray[Any, Any]]:
+        """The SGD momentum buffers (float64 copies); empty before the first training step."""
+        return [np.asarray(tf.cast(m, tf.float64).numpy()) for m in getattr(self.optimizer, "momentums", [])]
 
     def get_params(self) -> list[np.ndarray[Any, Any]]:
         return [np.asarray(tf.cast(v, tf.float64).numpy()) for v in self.variables]
