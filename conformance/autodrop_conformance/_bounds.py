@@ -12,6 +12,7 @@ pays for. This module decides nothing about AutoDrop itself.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -133,3 +134,32 @@ def average_tolerance(
         u = UNIT_ROUNDOFF[dtype]
         out.append(d + (3 * drop_delay + 2) * acc * m + 2 * u * np.abs(w))
     return out
+
+
+def calibrated_widths(halfwidths: Sequence[float]) -> tuple[float, float, float, float] | None:
+    """Rounding bands of the calibrated trigger's statistics, from the bands of its angles.
+
+    ``halfwidths`` holds the half-width of each angle the trigger tests (the defined
+    angles since the last applied average, oldest first, as the core keeps them). Each
+    statistic is a fixed function of those angles (docs/spec.md), so its error is bounded
+    by propagating theirs: the window mean by the mean of the window's widths, the rise by
+    that plus the burn-in's, the fitted change by sum |i - c| e_i / S_xx (m - 1), and the
+    noise (the norm of the successive differences, scaled) by the same norm of e_i + e_{i-1}.
+
+    Returns:
+        ``(window_mean, fitted_change, noise, rise)`` widths in degrees, or None while the
+        test has too few angles (fewer than 2 * 10).
+    """
+    n = len(halfwidths)
+    if n < 20:
+        return None
+    size = n // 2
+    window, burn_in = list(halfwidths[n - size :]), list(halfwidths[: n - size])
+    slack = ANGLE_SLACK + 1e-12 * 180.0  # the core's own float64 arithmetic on up to 200 angles
+    window_mean = sum(window) / size + slack
+    rise = window_mean + sum(burn_in) / len(burn_in) + slack
+    centre = (size - 1) / 2.0
+    spread = sum((i - centre) ** 2 for i in range(size))
+    change = sum(abs(i - centre) * e for i, e in enumerate(window)) / spread * (size - 1) + slack
+    noise = math.sqrt(sum((a + b) ** 2 for a, b in itertools.pairwise(window)) / (2.0 * (size - 1))) + slack
+    return window_mean, change, noise, rise

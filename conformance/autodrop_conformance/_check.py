@@ -40,6 +40,7 @@ FEATURES = (
     "reset_on_drop with a drop",
     "angle window > 1",
     "calibrated trigger",
+    "calibrated trigger with a drop",
     "mid-epoch checkpoint",
 )
 
@@ -69,6 +70,8 @@ def case_features(case: Case, ref: Trace) -> list[str]:
         found.append("angle window > 1")
     if getattr(cfg, "trigger", "paper") == "calibrated":
         found.append("calibrated trigger")
+        if any(d.apply_average for d in decisions):
+            found.append("calibrated trigger with a drop")
     if case.save_step:
         found.append("mid-epoch checkpoint")
     return found

@@ -19,11 +19,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autodrop_conformance._bounds import angle_halfwidth, average_tolerance, reduction_errors, step_errors
+from autodrop_conformance._bounds import (
+    angle_halfwidth,
+    average_tolerance,
+    calibrated_widths,
+    reduction_errors,
+    step_errors,
+)
 from autodrop_conformance._case import Case
 from autodrop_conformance._protocol import Array
 from autodrop_conformance._replay import Epoch, Trace, poison
 from autodrop_core import Decision, InvalidReductionError
+from autodrop_core._calibrated import MAX_HISTORY
 
 __all__ = ["ConformanceError", "Verdict", "compare_resumed", "compare_to_reference", "describe_differences",
            "expected_lrs"]
@@ -44,7 +51,8 @@ class Verdict:
     Attributes:
         epochs: epochs compared.
         stopped_at: the epoch where the comparison stopped early, else None.
-        stop_reason: why it stopped (``"delta within band of theta"`` or ``"definedness"``).
+        stop_reason: why it stopped (``"delta within band of theta"``, ``"calibrated test within band"``
+            or ``"definedness"``).
         band: the largest rounding band of delta met (degrees), 0.0 if none was defined.
         drops: drops in the reference trace up to where the comparison went.
     """
@@ -168,6 +176,9 @@ def compare_to_reference(
     prev_sq = 0.0
     prev_sq_err = 0.0
     window: deque[float] = deque(maxlen=case.config.angle_window)
+    calibrated = getattr(case.config, "trigger", "paper") == "calibrated"
+    recent: list[float] = []  # half-widths of the angles the calibrated trigger tests
+    mean_hw = delta_band = None
     prev_mean_hw: float | None = None
     magnitude = discrepancy = zeros
     band, drops = 0.0, 0
@@ -202,13 +213,25 @@ def compare_to_reference(
         if hw is None and not exact:
             _judge_rest(report, t, lr_dtype)
             return Verdict(t, t, "definedness", band, drops)
-        if rd.angle is None:
-            window.clear()
+        pending_before = rd.average_weight is not None and not rd.triggered
+        fields: list[tuple[str, float | None]]
+        widths: tuple[float, float, float, float] | None = None
+        if calibrated:
+            if rd.angle is not None:
+                recent.append(hw or 0.0)
+                del recent[:-MAX_HISTORY]
+            widths = calibrated_widths(recent)
+            w: tuple[float | None, ...] = (None,) * 4 if widths is None else widths
+            fields = [("angle", hw), ("smoothed_angle", w[0]), ("delta", w[1]), ("threshold", w[2]), ("rise", w[3])]
         else:
-            window.append(hw or 0.0)
-        mean_hw = sum(window) / case.config.angle_window if len(window) == case.config.angle_window else None
-        delta_band = None if mean_hw is None or prev_mean_hw is None else mean_hw + prev_mean_hw
-        for field, width in (("angle", hw), ("smoothed_angle", mean_hw), ("delta", delta_band)):
+            if rd.angle is None:
+                window.clear()
+            else:
+                window.append(hw or 0.0)
+            mean_hw = sum(window) / case.config.angle_window if len(window) == case.config.angle_window else None
+            delta_band = None if mean_hw is None or prev_mean_hw is None else mean_hw + prev_mean_hw
+            fields = [("angle", hw), ("smoothed_angle", mean_hw), ("delta", delta_band), ("rise", 0.0)]
+        for field, width in fields:
             width = 0.0 if exact else width
             a, b = getattr(rd, field), getattr(gd, field)
             if (a is None) != (b is None):
@@ -216,13 +239,22 @@ def compare_to_reference(
             if a is not None and b is not None and abs(a - b) > (width or 0.0):
                 raise report.fail(t, f"{field} differs beyond its rounding band: |{b!r} - {a!r}| = {abs(a - b):.3g} "
                                      f"> {width or 0.0:.3g} degrees")
-        pending_before = rd.average_weight is not None and not rd.triggered
-        if delta_band is not None and rd.delta is not None:
+        if calibrated:
+            if widths is not None and rd.delta is not None and rd.threshold is not None and rd.rise is not None:
+                _, change_w, noise_w, rise_w = widths
+                band = max(band, change_w + noise_w)
+                near = abs(rd.delta - rd.threshold) <= change_w + noise_w or abs(rd.rise) <= rise_w
+                if not exact and not pending_before and near:
+                    _judge_rest(report, t, lr_dtype)
+                    return Verdict(t, t, "calibrated test within band", band, drops)
+        elif delta_band is not None and rd.delta is not None and rd.threshold is not None:
             band = max(band, delta_band)
             if not exact and not pending_before and abs(rd.delta - rd.threshold) <= delta_band:
                 _judge_rest(report, t, lr_dtype)
                 return Verdict(t, t, "delta within band of theta", band, drops)
         for field in _FIELDS_EXACT:
+            if calibrated and field == "threshold":
+                continue  # the calibrated threshold is a measured statistic, compared within its band above
             if getattr(rd, field) != getattr(gd, field):
                 raise report.fail(t, f"decision field {field!r} differs: reference {getattr(rd, field)!r}, "
                                      f"adapter {getattr(gd, field)!r}")
@@ -239,6 +271,8 @@ def compare_to_reference(
                     raise report.fail(t, "averaged parameters differ beyond tolerance",
                                       describe_differences(g.after, r.after, "adapter", "reference", tol))
         drops += int(rd.dropped)
+        if rd.apply_average:
+            recent.clear()
         if rd.apply_average and case.config.reset_on_drop:
             window.clear()
             mean_hw = None

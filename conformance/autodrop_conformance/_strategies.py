@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from autodrop_conformance._case import Case
 from autodrop_conformance._protocol import Array, Driver, DType, Layout, round_to, size_thresholds
-from autodrop_core import AutoDropConfig
+from autodrop_core import DEFAULTS, AutoDropConfig
 
 __all__ = ["MOTIFS", "cases", "configs", "layouts"]
 
@@ -107,8 +107,11 @@ def configs(draw: st.DrawFn, num_groups: int) -> AutoDropConfig:
         "angle_window": draw(st.integers(1, 3), label="angle_window"),
         "reset_on_drop": draw(st.booleans(), label="reset_on_drop"),
     }
-    if _has_trigger():
-        settings["trigger"] = draw(st.sampled_from(("paper", "calibrated")), label="trigger")
+    if _has_trigger() and draw(st.sampled_from(("paper", "calibrated")), label="trigger") == "calibrated":
+        # the calibrated trigger refuses the settings only the paper's trigger reads
+        for name in ("threshold", "max_threshold", "angle_window", "reset_on_drop"):
+            settings[name] = DEFAULTS[name]
+        settings["trigger"] = "calibrated"
     return AutoDropConfig(**settings)
 
 
@@ -256,6 +259,8 @@ def cases(draw: st.DrawFn, driver: Driver, max_epochs: int = 30) -> Case:
                              for s, o in zip(layout.shapes, offsets)])
     # the exact saturating motifs twice as often as the others; long jittered runs only without large tensors
     pool = MOTIFS[:3] * 2 + MOTIFS[3:6] + (() if large else MOTIFS[6:])
+    if getattr(config, "trigger", "paper") == "calibrated" and not large:
+        pool = pool + MOTIFS[6:] * 4  # it needs 20 angles since a drop: mostly long, noisy saturations
     motif = draw(st.sampled_from(pool), label="motif")
     cap = min(max_epochs, _LARGE_EPOCHS) if large else max_epochs
     if motif == "jittered rotation":
@@ -268,7 +273,8 @@ def cases(draw: st.DrawFn, driver: Driver, max_epochs: int = 30) -> Case:
     if draw(st.booleans(), label="off-grid initial values"):
         start = start + np.array(draw(st.lists(st.floats(-0.5, 0.5), min_size=size, max_size=size),
                                       label="initial offsets"))
-    tie = epochs >= 3 and draw(st.integers(0, 11), label="a tie: delta(3) == theta == 90 (0) or not") == 0
+    paper = getattr(config, "trigger", "paper") == "paper"
+    tie = paper and epochs >= 3 and draw(st.integers(0, 11), label="a tie: delta(3) == theta == 90 (0) or not") == 0
     if tie:
         config = dataclasses.replace(config, threshold=90.0, max_threshold=max(90.0, config.max_threshold))
     flat_steps = draw(_flat_steps(size, epochs, motif, tie))
