@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from autodrop_core import AutoDropConfig, Controller, ConfigError, InvalidReductionError, StateError
+from autodrop_core import AutoDropConfig, ConfigError, Controller, InvalidReductionError, StateError
 from autodrop_core._records import AutoDropState, initial_state
 
 CONFIG = AutoDropConfig(lrs=(0.1,), drop_delay=3)
@@ -62,7 +62,7 @@ def test_controller_accepts_a_real_state() -> None:
     ],
 )
 def test_from_dict_rejects_impossible_states(changes: dict[str, Any], needle: str) -> None:
-    with pytest.raises(StateError, match="invalid|impossible|not readable") as info:
+    with pytest.raises(StateError, match=r"invalid|impossible|not readable") as info:
         AutoDropState.from_dict(state_dict(**changes), CONFIG)
     assert needle in str(info.value)
     assert len(str(info.value)) < 400
