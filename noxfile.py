@@ -20,7 +20,8 @@ FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy"]),
     "conformance": ("numpy,conformance", ["tests/conformance"]),
     "nqm": ("nqm,numpy", ["tests/nqm"]),
-    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch"]),
+    # tests/faults: the fault suite (replay kills, bit flips, writers; torch injected failures), small counts.
+    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/faults"]),
     "jax": ("jax,jax-test,conformance", ["tests/jax"]),
     "tensorflow": ("tensorflow,conformance", ["tests/tf"]),
     "demo": ("demo", ["tests/demo"]),

@@ -121,6 +121,8 @@ def reduce_steps(
                     step, copy = _step(x, snapshot, acc_dtype), None
                     flat = step.view(-1)  # contiguous whatever the parameter's layout
                     pair = torch.stack((torch.dot(flat, prev.reshape(-1)), torch.dot(flat, flat)))
+            except torch.OutOfMemoryError:
+                raise  # keep its type: callers catch it to retry with less memory
             except RuntimeError as err:
                 name = names[i] if names is not None else f"parameter {i}"
                 raise RuntimeError(
