@@ -52,6 +52,8 @@ def tests(session: nox.Session, framework: str) -> None:
     extras, folders = FRAMEWORKS[framework]
     _install(session, extras)
     session.run("pytest", *folders, *session.posargs)
+    if framework == "jax":  # the adapter must work in both precision modes: a second run, same venv
+        session.run("pytest", *folders, *session.posargs, env={"JAX_ENABLE_X64": "1"})
 
 
 @nox.session(python=PYTHON)
