@@ -11,17 +11,18 @@ rule and never prints; every problem is a :class:`StateFileError` with a message
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from autodrop_core._config import ConfigError, show
 from autodrop_core._controller import Controller
-from autodrop_core._records import StateError
+from autodrop_core._records import Decision, StateError
 
 try:  # POSIX only; elsewhere the file is still written atomically, without a lock
     import fcntl
@@ -32,10 +33,7 @@ __all__ = ["StateFile", "StateFileError", "checksum", "clip", "short"]
 
 _CHECKPOINT_KEYS = ("format", "config", "state")
 _NEW_KEYS = ("last_decision", "sha256")
-_DECISION_KEYS = (
-    "epoch", "angle", "smoothed_angle", "delta", "threshold", "triggered",
-    "average_weight", "apply_average", "dropped", "exhausted", "lrs",
-)
+_DECISION_KEYS = tuple(f.name for f in dataclasses.fields(Decision))
 _TMP_PREFIX = ".autodrop-tmp-"
 
 
@@ -168,7 +166,7 @@ class StateFile:
             raise StateFileError(f"{where}: cannot load: {type(err).__name__}: {clip(str(err), 300)}") from err
         if last is not None:
             epoch = controller.state.epoch
-            if not isinstance(last, dict) or tuple(last) != _DECISION_KEYS or last.get("epoch") != epoch:
+            if not isinstance(last, dict) or set(last) != set(_DECISION_KEYS) or last.get("epoch") != epoch:
                 raise StateFileError(f"{where}: last_decision {short(last)} is not the decision of epoch {epoch}")
         elif keys == new and controller.state.epoch != 0:
             raise StateFileError(f"{where}: last_decision is null at epoch {controller.state.epoch}")
@@ -191,8 +189,8 @@ class StateFile:
         text = json.dumps(payload, allow_nan=False)
         fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix(), suffix=".json", dir=self.directory)
         try:
-            os.chmod(tmp, self._mode())
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.chmod(tmp, self._mode())
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -207,14 +205,3 @@ class StateFile:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def locked(path: str) -> Iterator[StateFile]:
-    """``with locked(path) as sf:`` -- the state file, locked for the block."""
-    state_file = StateFile(path)
-    state_file.open()
-    try:
-        yield state_file
-    finally:
-        state_file.close()

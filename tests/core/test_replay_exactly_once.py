@@ -304,3 +304,11 @@ def test_a_full_disk_exits_2_and_keeps_the_state_file(tmp_path: Path, monkeypatc
     assert "still holds epoch 1" in err
     assert state.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.json.lock"]
+
+
+def test_a_rewritten_state_file_keeps_its_permissions(tmp_path: Path) -> None:
+    state = tmp_path / "s.json"
+    assert run("--state", str(state), stdin=line(0.0, 1.0)).returncode == 0
+    state.chmod(0o640)
+    assert run("--state", str(state), stdin=line(0.5, 1.0)).returncode == 0
+    assert state.stat().st_mode & 0o777 == 0o640
