@@ -11,8 +11,14 @@ decisions and scheduler checkpoints.
 from __future__ import annotations
 
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,3 +163,53 @@ def test_a_failure_at_any_stage_of_the_epoch_end_changes_nothing_and_the_retry_i
     counts[f"torch ({path}): faults injected"] += injected
     counts[f"torch ({path}): epochs retried to a bit-for-bit match"] += EPOCHS
     assert injected > EPOCHS
+
+
+def _worker(directory: Any) -> list[str]:
+    return [sys.executable, str(Path(__file__).with_name("torch_kill_worker.py")), "--dir", str(directory),
+            "--epochs", "16"]
+
+
+def _env() -> dict[str, str]:
+    adapters = str(Path(__file__).resolve().parents[2] / "adapters")
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (adapters, os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def test_sigkill_loop_over_a_checkpointed_torch_run_resumes_bit_for_bit(tmp_path: Any, counts: Counter[str]) -> None:
+    kills = int(os.environ.get("AUTODROP_FAULT_TORCH_KILLS", 4))
+    rng = random.Random(int(os.environ.get("AUTODROP_FAULT_SEED", 0)) + 2)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    with subprocess.Popen(_worker(whole), env=_env(), stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY 0"
+        began = time.monotonic()
+        assert proc.wait(timeout=300) == 0
+        span = time.monotonic() - began  # the training part of a run: kills land inside it
+    want = torch.load(whole / "result.pt", weights_only=True)
+    assert any(d["apply_average"] for d in want["history"])
+    done = session = 0
+    while done < kills:  # one session = one training run to the end, killed as often as it takes
+        session += 1
+        killed = tmp_path / f"killed{session}"
+        killed.mkdir()
+        while not (killed / "result.pt").exists():
+            with subprocess.Popen(_worker(killed), env=_env(), stdout=subprocess.PIPE, text=True) as proc:
+                assert proc.stdout is not None
+                ready, start = proc.stdout.readline().split()
+                assert ready == "READY"
+                if done < kills:  # somewhere in what is left of the run
+                    time.sleep(rng.uniform(0.0, 0.9 * span * (16 - int(start)) / 16))
+                    proc.send_signal(signal.SIGKILL)
+                code = proc.wait(timeout=300)
+            if code == -signal.SIGKILL:
+                done += 1
+                counts["torch: SIGKILLs of a checkpointed training run"] += 1
+            else:
+                assert code == 0
+        got = torch.load(killed / "result.pt", weights_only=True)
+        assert got["history"] == want["history"] and got["lrs"] == want["lrs"]
+        for key, value in want["model"].items():
+            assert torch.equal(got["model"][key], value), key
+        counts["torch: killed training runs resumed bit for bit"] += 1
