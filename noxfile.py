@@ -20,7 +20,8 @@ FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy"]),
     "conformance": ("numpy,conformance", ["tests/conformance"]),
     "nqm": ("nqm,numpy", ["tests/nqm"]),
-    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch"]),
+    # tests/faults: the fault suite (replay kills, bit flips, writers; torch injected failures), small counts.
+    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/faults"]),
     "jax": ("jax,jax-test,conformance", ["tests/jax"]),
     "tensorflow": ("tensorflow,conformance", ["tests/tf"]),
     "demo": ("demo", ["tests/demo"]),
@@ -51,6 +52,8 @@ def tests(session: nox.Session, framework: str) -> None:
     extras, folders = FRAMEWORKS[framework]
     _install(session, extras)
     session.run("pytest", *folders, *session.posargs)
+    if framework == "jax":  # the adapter must work in both precision modes: a second run, same venv
+        session.run("pytest", *folders, *session.posargs, env={"JAX_ENABLE_X64": "1"})
 
 
 @nox.session(python=PYTHON)

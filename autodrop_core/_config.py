@@ -36,6 +36,15 @@ DEFAULTS: Mapping[str, Any] = {
 }
 
 
+def show(value: object, limit: int = 120) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters; never raises."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int beyond sys.get_int_max_str_digits(), or deep nesting
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class ConfigError(ValueError):
     """An AutoDrop configuration field holds a value outside its valid range.
 
@@ -47,13 +56,16 @@ class ConfigError(ValueError):
     def __init__(self, field: str, value: object, valid: str) -> None:
         self.field = field
         self.value = value
-        super().__init__(f"{field}={value!r} is invalid: expected {valid}")
+        super().__init__(f"{field}={show(value)} is invalid: expected {valid}")
 
 
 def _finite_float(name: str, value: object, valid: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(name, value, valid)
-    as_float = float(value)
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ConfigError(name, value, valid) from None
     if not math.isfinite(as_float):
         raise ConfigError(name, value, valid)
     return as_float

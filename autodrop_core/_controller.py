@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from autodrop_core._config import AutoDropConfig
+from autodrop_core._config import AutoDropConfig, show
 from autodrop_core._records import AutoDropState, Decision, StateError, initial_state
 from autodrop_core._rules import advance
 
@@ -25,7 +25,8 @@ class Controller:
 
     Args:
         config: the configuration.
-        state: a state to resume from; the initial state when omitted.
+        state: a state to resume from; the initial state when omitted. It is checked
+            against ``config`` as :meth:`from_dict` checks a checkpoint (StateError).
 
     >>> c = Controller(AutoDropConfig(lrs=(0.1,)))
     >>> c.observe(dot=0.0, sq_norm=1.0).angle is None
@@ -35,6 +36,13 @@ class Controller:
     """
 
     def __init__(self, config: AutoDropConfig, state: AutoDropState | None = None) -> None:
+        if not isinstance(config, AutoDropConfig):
+            raise TypeError(f"config must be an AutoDropConfig, got {type(config).__name__}")
+        if state is not None:
+            if not isinstance(state, AutoDropState):
+                raise TypeError(f"state must be an AutoDropState, got {type(state).__name__}")
+            # The same checks as a loaded checkpoint: a state that cannot happen under this config is refused.
+            AutoDropState.from_dict(state.to_dict(), config)
         self._config = config
         self._state = initial_state(config) if state is None else state
         self._last: Decision | None = None
@@ -96,6 +104,9 @@ class Controller:
         """
         if not isinstance(data, Mapping) or data.get("format") != CHECKPOINT_FORMAT:
             found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise StateError(f"not an autodrop checkpoint: format={found!r}, expected {CHECKPOINT_FORMAT!r}")
+            raise StateError(f"not an autodrop checkpoint: format={show(found)}, expected {CHECKPOINT_FORMAT!r}")
+        missing = [key for key in ("config", "state") if key not in data]
+        if missing:
+            raise StateError(f"checkpoint is missing {missing}: expected keys 'format', 'config' and 'state'")
         config = AutoDropConfig.from_dict(data["config"])
         return cls(config, AutoDropState.from_dict(data["state"], config))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autodrop_core._calibrated import MAX_HISTORY
-from autodrop_core._config import AutoDropConfig
+from autodrop_core._config import AutoDropConfig, show
 
 __all__ = ["STATE_FORMAT_VERSION", "AutoDropState", "Decision", "StateError", "initial_state"]
 
@@ -94,9 +94,9 @@ class AutoDropState:
         if not isinstance(data, Mapping):
             raise StateError(f"state must be a mapping, got {type(data).__name__}")
         version = data.get("version")
-        if isinstance(version, bool) or version not in _READABLE_VERSIONS:
+        if isinstance(version, bool) or not isinstance(version, int) or version not in _READABLE_VERSIONS:
             raise StateError(
-                f"state version={version!r} is not readable: this autodrop_core reads versions "
+                f"state version={show(version)} is not readable: this autodrop_core reads versions "
                 f"{', '.join(map(str, _READABLE_VERSIONS))}"
             )
         expected = _STATE_FIELDS if version == STATE_FORMAT_VERSION else _STATE_FIELDS[:-1]
@@ -112,12 +112,19 @@ class AutoDropState:
             )
         lrs = _floats(data, "lrs")
         if len(lrs) != config.num_groups or any(lr < 0 for lr in lrs):
-            raise StateError(f"state lrs={data['lrs']!r} is invalid: expected {config.num_groups} numbers >= 0")
+            raise StateError(f"state lrs={show(data['lrs'])} is invalid: expected {config.num_groups} numbers >= 0")
         angles = _floats(data, "angles")
         if len(angles) > config.angle_window:
             raise StateError(
-                f"state angles={data['angles']!r} is invalid: expected at most angle_window "
+                f"state angles={show(data['angles'])} is invalid: expected at most angle_window "
                 f"({config.angle_window}) angles"
+            )
+        if any(not 0.0 <= angle <= 180.0 for angle in angles):
+            raise StateError(f"state angles={show(data['angles'])} is invalid: expected angles in [0, 180] degrees")
+        if pending > epoch or len(angles) > epoch:
+            raise StateError(
+                f"state pending={pending!r}, angles={show(data['angles'])} are impossible at epoch {epoch}: "
+                "an epoch adds at most one angle and one averaged vector"
             )
         theta = _float(data, "theta")
         if not config.threshold <= theta <= config.max_threshold:
@@ -130,12 +137,17 @@ class AutoDropState:
             raise StateError(f"state prev_sq_norm={prev_sq_norm!r} is invalid: expected a number >= 0")
         smoothed = data["prev_smoothed_angle"]
         prev_smoothed = None if smoothed is None else _float(data, "prev_smoothed_angle")
+        if prev_smoothed is not None and not (epoch > 0 and 0.0 <= prev_smoothed <= 180.0):
+            raise StateError(
+                f"state prev_smoothed_angle={prev_smoothed!r} is invalid at epoch {epoch}: expected null at epoch 0, "
+                "else null or an angle in [0, 180] degrees"
+            )
         recent = _floats(data, "recent") if version >= 2 else ()
         limit = MAX_HISTORY if config.trigger == "calibrated" else 0
-        if len(recent) > limit or any(not 0.0 <= a <= 180.0 for a in recent):
+        if len(recent) > limit or any(not 0.0 <= a <= 180.0 for a in recent) or len(recent) > epoch:
             raise StateError(
-                f"state recent={data['recent']!r} is invalid: expected at most {limit} angles in [0, 180] "
-                f"with trigger={config.trigger!r}"
+                f"state recent={show(data['recent'])} is invalid: expected at most {limit} angles in [0, 180] "
+                f"(and no more than epoch={epoch}) with trigger={config.trigger!r}"
             )
         return cls(
             epoch=epoch,
@@ -151,22 +163,29 @@ class AutoDropState:
 
 def _float(data: Mapping[str, Any], name: str) -> float:
     value = data[name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise StateError(f"state {name}={value!r} is invalid: expected a finite number")
-    return float(value)
+    problem = StateError(f"state {name}={show(value)} is invalid: expected a finite number")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise problem
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int beyond float range
+        raise problem from None
+    if not math.isfinite(as_float):
+        raise problem
+    return as_float
 
 
 def _floats(data: Mapping[str, Any], name: str) -> tuple[float, ...]:
     values = data[name]
     if not isinstance(values, (list, tuple)):
-        raise StateError(f"state {name}={values!r} is invalid: expected a list of finite numbers")
+        raise StateError(f"state {name}={show(values)} is invalid: expected a list of finite numbers")
     return tuple(_float({name: v}, name) for v in values)
 
 
 def _int(data: Mapping[str, Any], name: str, minimum: int) -> int:
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise StateError(f"state {name}={value!r} is invalid: expected an integer >= {minimum}")
+        raise StateError(f"state {name}={show(value)} is invalid: expected an integer >= {minimum}")
     return int(value)
 
 

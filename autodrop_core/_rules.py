@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from autodrop_core._calibrated import MAX_HISTORY, flatness_test
-from autodrop_core._config import AutoDropConfig
+from autodrop_core._config import AutoDropConfig, show
 from autodrop_core._records import AutoDropState, Decision
 
 __all__ = ["InvalidReductionError", "advance", "step_angle"]
@@ -35,7 +35,7 @@ class InvalidReductionError(ValueError):
         self.field = field
         self.value = value
         suffix = f" ({detail})" if detail else ""
-        super().__init__(f"epoch {epoch}: {field}={value!r} is invalid: expected {expected}{suffix}")
+        super().__init__(f"epoch {epoch}: {field}={show(value)} is invalid: expected {expected}{suffix}")
 
 
 def step_angle(dot: float, sq_norm: float, prev_sq_norm: float) -> float | None:
@@ -60,7 +60,10 @@ def _checked(epoch: int, field: str, value: object, nonnegative: bool) -> float:
     expected = "a finite number >= 0" if nonnegative else "a finite number"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidReductionError(epoch, field, value, expected)
-    as_float = float(value)
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int beyond float range
+        raise InvalidReductionError(epoch, field, value, expected, "too large for a float") from None
     if not math.isfinite(as_float) or (nonnegative and as_float < 0):
         raise InvalidReductionError(epoch, field, value, expected)
     return as_float

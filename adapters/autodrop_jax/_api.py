@@ -152,6 +152,11 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
         ) from err
 
     average, average_lo = jax.tree.leaves(state.average), jax.tree.leaves(state.average_lo)
+    if average and average[0].dtype == np.float64:
+        # x64: the low halves are unused 0-d placeholders. Fresh, uncommitted ones go into the
+        # programs, never the state's: a restore (orbax) commits those to one device, which a
+        # jitted program over sharded parameters refuses.
+        average_lo = _programs.compensation_leaves(leaves, np.dtype(np.float64))
     out_leaves, snapshot = leaves, copies
     if decision.average_weight is not None:
         weight = _programs.split_weight(decision.average_weight, average[0].dtype)

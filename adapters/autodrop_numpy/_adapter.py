@@ -45,6 +45,11 @@ def reduce_steps(
     return dot, sq_norm, steps
 
 
+def _float64_copy(x: Array) -> Array:
+    """A float64 copy of ``x`` (the temporary of the running average)."""
+    return np.array(x, dtype=np.float64, copy=True)
+
+
 def _check_params(params: Sequence[Array]) -> list[Array]:
     checked = []
     for i, p in enumerate(params):
@@ -106,19 +111,25 @@ class NumpyAutoDrop:
                 err.epoch, err.field, err.value, "finite parameters", f"params[{bad}] holds NaN or infinity"
             ) from err
 
+        # All new arrays first; then the writes into the caller's arrays; then the commit.
+        # A failure (a MemoryError on a float64 temporary) before the commit changes nothing.
+        average = self._average
         if decision.average_weight is not None:
             weight = decision.average_weight
-            if self._average is None or weight == 1.0:
-                self._average = [np.asarray(p, dtype=np.float64).copy() for p in self.params]
+            if average is None or weight == 1.0:
+                average = [_float64_copy(p) for p in self.params]
             else:
-                for avg, p in zip(self._average, self.params):
-                    avg += weight * (np.asarray(p, dtype=np.float64) - avg)
+                average = [avg + weight * (_float64_copy(p) - avg) for avg, p in zip(average, self.params, strict=True)]
+        written: list[Array] = []
         if decision.apply_average:
-            assert self._average is not None
-            for p, avg in zip(self.params, self._average):
-                p[...] = avg.astype(p.dtype)
-            self._average = None
-        self._snapshot = [p.copy() for p in self.params]
+            assert average is not None
+            written = [avg.astype(p.dtype) for p, avg in zip(self.params, average, strict=True)]
+            average = None
+        snapshot = written or [p.copy() for p in self.params]  # written arrays are copied into p, never shared
+        for p, value in zip(self.params, written, strict=False):
+            p[...] = value  # same shape and dtype: cannot fail half way
+        self._average = average
+        self._snapshot = snapshot
         self._prev_step = steps
         self.controller.commit(decision, state)
         self.history.append(decision)

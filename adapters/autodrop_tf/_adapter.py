@@ -11,7 +11,8 @@ comes from :class:`autodrop_core.Controller`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,7 +48,12 @@ def _one_lr(lrs: Sequence[float] | float | None, from_optimizer: float | None) -
         if from_optimizer is None:
             raise ValueError("lrs=None needs an optimizer to read the starting learning rate from; pass lrs=0.1 or so")
         return (from_optimizer,)
-    values = (lrs,) if isinstance(lrs, (int, float)) else tuple(lrs)
+    if isinstance(lrs, numbers.Real):  # also numpy scalars (np.float32(0.1)) and 0-d arrays' items
+        values: tuple[float, ...] = (float(lrs),)
+    elif isinstance(lrs, (str, bytes)) or not isinstance(lrs, Iterable):
+        raise TypeError(f"lrs={lrs!r} must be a number (one learning rate), got {type(lrs).__name__}")
+    else:
+        values = tuple(lrs)
     if len(values) != 1:
         raise ValueError(
             f"lrs={lrs!r} holds {len(values)} learning rates: TensorFlow optimizers have exactly one "

@@ -41,6 +41,10 @@ class AutoDropCallback(keras.callbacks.Callback):
     undefined). Put it before checkpointing callbacks, so they save the averaged
     weights.
 
+    ``lrs`` sets the starting lr of the first ``fit``. A later ``fit`` from epoch 0
+    starts afresh from the optimizer's lr as the previous one left it (or as you set
+    it between the two), so a dropped lr is never raised back silently.
+
     Resuming: Keras does not save callback state. Track :attr:`autodrop` (built by
     :meth:`build`) in a ``tf.train.Checkpoint``; ``fit(initial_epoch=n)`` then resumes
     when the restored state has seen exactly n epochs. ``initial_epoch=0`` starts
@@ -65,6 +69,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         self._average_non_trainable = average_non_trainable
         self._verbose = verbose
         self._starting = False
+        self._restarted = False  # a fit has already started from epoch 0
         self._built_for: tuple[int, ...] = ()
         self.autodrop: AutoDrop | None = None
 
@@ -100,7 +105,10 @@ class AutoDropCallback(keras.callbacks.Callback):
         assert autodrop is not None
         if epoch == 0:
             current = LrHandle(self.model.optimizer).read()
-            autodrop.restart(lrs=_one_lr(self._lrs, current))
+            # ``lrs`` is the lr of the first fit only: a later fit from epoch 0 starts afresh from the
+            # optimizer's lr as the last fit left it (dropped), never silently back at ``lrs``.
+            autodrop.restart(lrs=_one_lr(None if self._restarted else self._lrs, current))
+            self._restarted = True
             autodrop.apply_lr()
         elif epoch == autodrop.epoch:
             autodrop.apply_lr()

@@ -3,14 +3,17 @@
 :class:`TrackedTensors` holds, for every watched parameter, x̂(t-1) (a copy in the
 parameter's own dtype) and s(t-1) (in the accumulation dtype), and, only while a drop
 is pending, the running average W (accumulation dtype), plus W for the model's
-floating-point buffers when a model was given. It applies a decision to those tensors
-and writes an average into the parameters in place, so the optimizer keeps its
-references and its state. It makes no decision and never talks to the core.
+floating-point buffers when a model was given. An epoch end is computed into new
+tensors first (:meth:`TrackedTensors.prepare`), written into the parameters in place
+all or nothing (:meth:`~TrackedTensors.write`, so the optimizer keeps its references and
+its state), then adopted (:meth:`~TrackedTensors.commit`): a failure anywhere before the
+commit leaves every tensor as it was. It makes no decision and never talks to the core.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -18,7 +21,7 @@ from torch import Tensor
 from autodrop_torch import _fused_cpu, _reduce
 from autodrop_torch._reduce import local_tensor
 
-__all__ = ["TrackedTensors"]
+__all__ = ["EpochEnd", "TrackedTensors"]
 
 
 def _as_acc(tensor: Tensor, device: torch.device | None, acc_dtype: torch.dtype) -> Tensor:
@@ -42,81 +45,146 @@ class TrackedTensors:
         self.average: list[Tensor | None] | None = None
         self.buffers: list[Tensor] = []
         self.buffer_average: list[Tensor] | None = None
-        self._applied = False  # an average was written into the parameters this epoch
 
     def _home(self, tensor: Tensor) -> torch.device:
         return self.device if self.device is not None else local_tensor(tensor).device
 
     def join(self, params: Sequence[Tensor]) -> None:
         """Start watching ``params``: snapshot them now, with a zero previous step."""
-        with torch.no_grad():
-            for param in params:
-                local = local_tensor(param)
-                self.snapshots.append(local.to(device=self._home(param), copy=True))
-                self.prev_steps.append(torch.zeros(local.shape, dtype=self.acc_dtype, device=self._home(param)))
-                self.params.append(param)
-                if self.average is not None:
-                    self.average.append(None)
+        with torch.no_grad():  # all copies first, then the lists grow: a failure adds nothing
+            snapshots = [_snapshot_of(param, self._home(param)) for param in params]
+            steps = [
+                torch.zeros(local_tensor(p).shape, dtype=self.acc_dtype, device=self._home(p)) for p in params
+            ]
+        self.snapshots.extend(snapshots)
+        self.prev_steps.extend(steps)
+        self.params.extend(params)
+        if self.average is not None:
+            self.average.extend([None] * len(params))
 
     def set_buffers(self, buffers: Sequence[Tensor]) -> None:
         """The model buffers to average with the parameters (floating point only)."""
         self.buffers = list(buffers)
         self.buffer_average = None
 
-    def absorb(self, weight: float) -> None:
-        """W = W + weight * (x(t) - W) for parameters and buffers (weight 1.0: W = x(t))."""
-        with torch.no_grad():
-            if self.average is None or weight == 1.0:
-                self.average = [_as_acc(p, self._home(p), self.acc_dtype) for p in self.params]
-                self.buffer_average = [_as_acc(b, self._home(b), self.acc_dtype) for b in self.buffers]
-                return
-            for i, param in enumerate(self.params):
-                current = self.average[i]
-                if current is None:  # joined while the drop was pending: enters as itself
-                    self.average[i] = _as_acc(param, self._home(param), self.acc_dtype)
-                else:
-                    _blend(current, local_tensor(param), weight)
-            assert self.buffer_average is not None
-            for avg, buf in zip(self.buffer_average, self.buffers, strict=True):
-                _blend(avg, buf.detach(), weight)
+    def prepare(
+        self, weight: float | None, apply: bool, steps: Sequence[Tensor], copies: Sequence[Tensor | None]
+    ) -> EpochEnd:
+        """Everything the epoch end will write, computed into new tensors; nothing here is modified.
 
-    def apply_average(self) -> None:
-        """Write W into the parameters and buffers in place, then free W."""
-        assert self.average is not None and self.buffer_average is not None
-        with torch.no_grad():
-            for param, avg in zip(self.params, self.average, strict=True):
-                if avg is not None:
-                    local_tensor(param).copy_(avg)
-            for buf, avg in zip(self.buffers, self.buffer_average, strict=True):
-                buf.copy_(avg)
-        self.average = None
-        self.buffer_average = None
-        self._applied = True
-
-    def take_snapshot(self, steps: Sequence[Tensor], copies: Sequence[Tensor | None]) -> None:
-        """x̂ = x as the parameters are now; s(t-1) = ``steps`` (the epoch just reduced).
-
-        ``copies`` holds, where the reduction made one, a copy of each parameter taken
-        before any average was applied: it becomes the snapshot as it is (no second copy)
-        unless an average has just been written into the parameters.
+        ``weight`` is the decision's average weight (None: W is left as it is), ``apply``
+        its ``apply_average``; ``steps`` and ``copies`` come from the reduction. A failure
+        in here (an out-of-memory on the float64 temporaries, say) leaves every tensor as
+        it was, so the epoch can be retried exactly.
         """
         with torch.no_grad():
-            for i, (param, copy) in enumerate(zip(self.params, copies, strict=True)):
-                if copy is not None and not self._applied:
-                    self.snapshots[i] = copy
+            average, buffer_average = self.average, self.buffer_average
+            if weight is not None:
+                average, buffer_average = self._absorbed(weight)
+            written: list[Tensor | None] = [None] * len(self.params)
+            buffer_written: list[Tensor] = []
+            if apply:
+                assert average is not None and buffer_average is not None
+                for i, (param, avg) in enumerate(zip(self.params, average, strict=True)):
+                    if avg is not None:  # rounded once to the parameter's dtype, as copy_ would
+                        written[i] = avg.to(dtype=local_tensor(param).dtype, copy=True)
+                buffer_written = [avg.to(dtype=buf.dtype, copy=True) for buf, avg in zip(self.buffers, buffer_average)]
+            snapshots = []
+            for param, copy, value in zip(self.params, copies, written, strict=True):
+                if value is not None:
+                    snapshots.append(value.to(device=self._home(param), copy=True))
+                elif copy is not None:
+                    snapshots.append(copy)
                 else:
-                    self.snapshots[i].copy_(local_tensor(param))
-        self.prev_steps = list(steps)
-        self._applied = False
+                    snapshots.append(_snapshot_of(param, self._home(param)))
+        return EpochEnd(
+            average=None if apply else average,
+            buffer_average=None if apply else buffer_average,
+            written=written,
+            buffer_written=buffer_written,
+            snapshots=snapshots,
+            steps=list(steps),
+        )
+
+    def _absorbed(self, weight: float) -> tuple[list[Tensor | None], list[Tensor]]:
+        """W + weight * (x(t) - W) for parameters and buffers, as new tensors (weight 1.0: W = x(t))."""
+        if self.average is None or weight == 1.0:
+            return (
+                [_as_acc(p, self._home(p), self.acc_dtype) for p in self.params],
+                [_as_acc(b, self._home(b), self.acc_dtype) for b in self.buffers],
+            )
+        average: list[Tensor | None] = []
+        for param, current in zip(self.params, self.average, strict=True):
+            if current is None:  # joined while the drop was pending: enters as itself
+                average.append(_as_acc(param, self._home(param), self.acc_dtype))
+            else:
+                average.append(_blend(current, local_tensor(param), weight))
+        assert self.buffer_average is not None
+        buffer_average = [_blend(avg, buf.detach(), weight) for avg, buf in zip(self.buffer_average, self.buffers)]
+        return average, buffer_average
+
+    def write(self, end: EpochEnd) -> None:
+        """Write an applied average into the parameters and buffers in place, all or nothing.
+
+        Each tensor is backed up just before it is overwritten; if a later write fails, the
+        ones already written get their old values back before the error propagates.
+        """
+        targets = [
+            (local_tensor(p), v) for p, v in zip(self.params, end.written, strict=True) if v is not None
+        ] + list(zip(self.buffers, end.buffer_written, strict=True))
+        done: list[tuple[Tensor, Tensor]] = []
+        with torch.no_grad():
+            try:
+                for target, value in targets:
+                    backup = target.clone()
+                    _write_into(target, value)
+                    done.append((target, backup))
+            except BaseException:
+                for target, backup in reversed(done):
+                    target.copy_(backup)
+                raise
+
+    def commit(self, end: EpochEnd) -> None:
+        """Adopt the prepared tensors (plain assignments: this cannot fail half way)."""
+        self.average = end.average
+        self.buffer_average = end.buffer_average
+        self.snapshots = end.snapshots
+        self.prev_steps = end.steps
 
 
-def _blend(average: Tensor, current: Tensor, weight: float) -> None:
-    # Same rounding as the float64 reference: (x - W) in W's dtype, times c, added to W,
-    # one rounding each (no fused multiply-add).
+@dataclass
+class EpochEnd:
+    """The tensors one epoch end produces, before they are adopted (see :meth:`TrackedTensors.prepare`)."""
+
+    average: list[Tensor | None] | None
+    buffer_average: list[Tensor] | None
+    written: list[Tensor | None]
+    buffer_written: list[Tensor]
+    snapshots: list[Tensor]
+    steps: list[Tensor]
+
+
+def _snapshot_of(param: Tensor, home: torch.device) -> Tensor:
+    """x̂(t): a copy of the parameter as it is now, in its own dtype."""
+    return local_tensor(param).to(device=home, copy=True)
+
+
+def _write_into(target: Tensor, value: Tensor) -> None:
+    """One in-place write of an average into a parameter or buffer (a seam for fault tests)."""
+    target.copy_(value)
+
+
+def _blend(average: Tensor, current: Tensor, weight: float) -> Tensor:
+    """W + weight * (x - W) as a new tensor; ``average`` is not modified.
+
+    Same rounding as the float64 reference: (x - W) in W's dtype, times c, added to W,
+    one rounding each (no fused multiply-add).
+    """
     current = current.to(average.device)
     if _reduce.USE_FUSED_CPU and _fused_cpu.fits_blend(average, current) and _fused_cpu.available():
-        _fused_cpu.fused_blend(average, current, weight)
-        return
+        blended = average.clone()
+        _fused_cpu.fused_blend(blended, current, weight)
+        return blended
     delta = torch.sub(current, average)  # promotes to W's dtype: exact upcast of x, one rounding
     delta.mul_(weight)
-    average.add_(delta)
+    return delta.add_(average)  # W + c(x - W), in the new tensor

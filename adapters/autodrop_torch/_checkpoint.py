@@ -10,13 +10,15 @@ must not apply any AutoDrop rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from autodrop_core import Controller, Decision
+from autodrop_core import ConfigError, Controller, Decision, StateError
+from autodrop_core._config import show
 from autodrop_torch._buffers import TrackedTensors
 from autodrop_torch._reduce import local_tensor
 
@@ -86,13 +88,54 @@ def _fit(
     return fitted
 
 
+_KEYS = (
+    "format", "version", "core", "last_decision", "history", "last_epoch", "step_count", "base_lrs",
+    "shared_floor", "watched", "snapshots", "prev_steps", "average", "buffer_average", "last_reductions",
+)
+
+
+def _int(state: Mapping[str, Any], name: str) -> int:
+    value = state[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"AutoDrop checkpoint {name}={show(value)} is invalid: expected an integer >= 0")
+    return value
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+
+
+def _check_finite(name: str, tensors: Sequence[Tensor | None], labels: Sequence[str]) -> None:
+    for i, tensor in enumerate(tensors):
+        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"AutoDrop checkpoint {name}[{i}] (of {labels[i]}) holds NaN or infinity: the checkpoint is "
+                "damaged; load an earlier one"
+            )
+
+
 def load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
-    """Validate ``state`` against the scheduler's optimizer, then adopt it all at once."""
+    """Validate ``state`` against the scheduler's optimizer, then adopt it all at once.
+
+    Every check runs before the first attribute changes, so a refused checkpoint leaves
+    the scheduler exactly as it was.
+    """
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(f"not an AutoDrop scheduler checkpoint: format={found!r}, expected {FORMAT!r}")
-    if state.get("version") != VERSION:
-        raise ValueError(f"AutoDrop checkpoint version={state.get('version')!r} is not readable: expected {VERSION}")
+        raise ValueError(f"not an AutoDrop scheduler checkpoint: format={show(found)}, expected {FORMAT!r}")
+    version = state.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise ValueError(f"AutoDrop checkpoint version={show(version)} is not readable: expected {VERSION}")
+    missing = [key for key in _KEYS if key not in state]
+    if missing:
+        raise ValueError(f"AutoDrop checkpoint is missing {missing}")
+    try:
+        return _load(scheduler, state)
+    except (KeyError, TypeError, IndexError, StateError, ConfigError) as err:
+        raise ValueError(f"AutoDrop checkpoint is malformed: {type(err).__name__}: {err}") from err
+
+
+def _load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
     controller = Controller.from_dict(state["core"])
     groups = scheduler.optimizer.param_groups
     if controller.config.num_groups != len(groups):
@@ -104,26 +147,56 @@ def load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
         if not (0 <= g < len(groups) and 0 <= i < len(groups[g]["params"])):
             raise ValueError(f"checkpoint watches param_groups[{g}]['params'][{i}], which the optimizer lacks")
     params = [groups[g]["params"][i] for g, i in keys]
+    labels = [scheduler._name(key, param) for key, param in zip(keys, params, strict=True)]
     tracked = TrackedTensors(scheduler._acc_dtype, scheduler._snapshot_device)
     snapshots = _fit("snapshots", state["snapshots"], params, None, tracked)
     prev_steps = _fit("prev_steps", state["prev_steps"], params, scheduler._acc_dtype, tracked)
+    if any(t is None for t in snapshots) or any(t is None for t in prev_steps):
+        raise ValueError("checkpoint snapshots and prev_steps must hold a tensor for every watched parameter")
+    _check_finite("snapshots", snapshots, labels)
+    _check_finite("prev_steps", prev_steps, labels)
     average = None
     if state["average"] is not None:
         average = _fit("average", state["average"], params, scheduler._acc_dtype, tracked)
+        _check_finite("average", average, labels)
     buffers = scheduler._tracked.buffers
     buffer_average = None
     if state["buffer_average"] is not None:
         buffer_average = _fit("buffer_average", state["buffer_average"], buffers, scheduler._acc_dtype, tracked)
+        _check_finite("buffer_average", buffer_average, [f"model buffer {n}" for n in range(len(buffers))])
     if (average is None) != (controller.state.pending == 0):
         raise ValueError(
             f"checkpoint average is {'missing' if average is None else 'present'} but the core has "
             f"pending={controller.state.pending}"
         )
     last = state["last_decision"]
-    if last is not None:
-        controller.commit(_decision(last), controller.state)
+    last_decision = None if last is None else _decision(last)
+    if last_decision is not None and last_decision.epoch != controller.state.epoch:
+        raise ValueError(
+            f"checkpoint last_decision is of epoch {last_decision.epoch}, the core is at epoch {controller.state.epoch}"
+        )
     history = [_decision(d) for d in state["history"]]
+    last_epoch = _int(state, "last_epoch")
+    step_count = _int(state, "step_count")
+    base_lrs = state["base_lrs"]
+    if not isinstance(base_lrs, (list, tuple)) or len(base_lrs) != len(groups) or not all(map(_finite, base_lrs)):
+        raise ValueError(
+            f"AutoDrop checkpoint base_lrs={show(base_lrs)} is invalid: expected {len(groups)} finite numbers"
+        )
+    shared_floor = state["shared_floor"]
+    if shared_floor is not None and not _finite(shared_floor):
+        raise ValueError(f"AutoDrop checkpoint shared_floor={show(shared_floor)} is invalid: expected null or a number")
+    reductions = state["last_reductions"]
+    if reductions is not None and not (
+        isinstance(reductions, (list, tuple)) and len(reductions) == 2 and all(map(_finite, reductions))
+    ):
+        raise ValueError(
+            f"AutoDrop checkpoint last_reductions={show(reductions)} is invalid: expected null or two finite numbers"
+        )
+    if last_decision is not None:
+        controller.commit(last_decision, controller.state)
 
+    # Adopt: nothing below can fail on bad input.
     tracked.params = params
     tracked.snapshots = [t for t in snapshots if t is not None]
     tracked.prev_steps = [t for t in prev_steps if t is not None]
@@ -134,10 +207,9 @@ def load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
     scheduler._tracked = tracked
     scheduler._keys = keys
     scheduler.history = history
-    scheduler.last_epoch = int(state["last_epoch"])
-    scheduler._step_count = int(state["step_count"])
-    scheduler.base_lrs = list(state["base_lrs"])
-    scheduler._shared_floor = state["shared_floor"]
-    reductions = state["last_reductions"]
+    scheduler.last_epoch = last_epoch
+    scheduler._step_count = step_count
+    scheduler.base_lrs = [float(lr) for lr in base_lrs]
+    scheduler._shared_floor = None if shared_floor is None else float(shared_floor)
     scheduler.last_reductions = None if reductions is None else (float(reductions[0]), float(reductions[1]))
     scheduler._write_lrs()

@@ -69,11 +69,21 @@ def _shard_groups(param: Tensor) -> tuple[Any, ...]:
     return tuple(groups)
 
 
+def _step(x: Tensor, snapshot: Tensor, acc_dtype: torch.dtype) -> Tensor:
+    """s(t) = x - x̂ in ``acc_dtype``, always contiguous (channels_last and transposed parameters too).
+
+    Exact: the upcast is exact, the float64 subtraction rounds at most once.
+    """
+    step = x.to(dtype=acc_dtype, memory_format=torch.contiguous_format, copy=True)
+    return step.sub_(snapshot)
+
+
 def reduce_steps(
     params: Sequence[Tensor],
     snapshots: Sequence[Tensor],
     prev_steps: Sequence[Tensor],
     acc_dtype: torch.dtype,
+    names: Sequence[str] | None = None,
 ) -> tuple[float, float, list[Tensor], list[Tensor | None]]:
     """dot = <s(t), s(t-1)> and sq_norm = ||s(t)||^2 over all ``params``, and the new steps.
 
@@ -82,6 +92,7 @@ def reduce_steps(
         snapshots: x̂(t-1) of each, the local part, in any dtype, on the buffer device.
         prev_steps: s(t-1) of each, local, in ``acc_dtype``, on the buffer device.
         acc_dtype: the dtype the steps are formed and accumulated in.
+        names: how to call each parameter in an error message.
 
     Returns:
         ``(dot, sq_norm, steps, copies)``: two Python floats (one device-to-host copy
@@ -102,15 +113,22 @@ def reduce_steps(
             ]
         )
         for i, (param, x, snapshot, prev) in enumerate(zip(params, locals_, snapshots, prev_steps, strict=True)):
-            if i in fused:
-                step, copy, dot, sq = fused[i].result()
-                pair = torch.tensor((dot, sq), dtype=acc_dtype)
-            else:
-                # Exact: the upcast is exact, the float64 subtraction rounds at most once.
-                step, copy = x.to(dtype=acc_dtype, copy=True), None
-                step.sub_(snapshot)
-                flat = step.view(-1)
-                pair = torch.stack((torch.dot(flat, prev.view(-1)), torch.dot(flat, flat)))
+            try:
+                if i in fused:
+                    step, copy, dot, sq = fused[i].result()
+                    pair = torch.tensor((dot, sq), dtype=acc_dtype)
+                else:
+                    step, copy = _step(x, snapshot, acc_dtype), None
+                    flat = step.view(-1)  # contiguous whatever the parameter's layout
+                    pair = torch.stack((torch.dot(flat, prev.reshape(-1)), torch.dot(flat, flat)))
+            except torch.OutOfMemoryError:
+                raise  # keep its type: callers catch it to retry with less memory
+            except RuntimeError as err:
+                name = names[i] if names is not None else f"parameter {i}"
+                raise RuntimeError(
+                    f"AutoDrop could not reduce the step of {name} (shape {tuple(x.shape)}, stride {x.stride()}, "
+                    f"{x.dtype}, {x.device}): {err}"
+                ) from err
             if partials:  # model parallel across devices: gather the partials on the first
                 pair = pair.to(next(iter(partials.values()))[0].device)
             partials.setdefault(_shard_groups(param), []).append(pair)

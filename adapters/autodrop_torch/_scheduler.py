@@ -106,6 +106,12 @@ class AutoDrop(LRScheduler):
         self._shared_floor: float | None = None if isinstance(min_lr, Sequence) else float(min_lr)
         for g, group in enumerate(optimizer.param_groups):
             for i, p in enumerate(group["params"]):
+                if local_tensor(p).device.type == "meta":
+                    raise ValueError(
+                        f"param_groups[{g}]['params'][{i}] is on the meta device (it has no values yet): "
+                        "materialise the model (e.g. model.to_empty(device=...) and initialise it) before "
+                        "building AutoDrop"
+                    )
                 if not p.is_floating_point():
                     raise TypeError(
                         f"param_groups[{g}]['params'][{i}] has dtype {p.dtype}: AutoDrop watches "
@@ -158,8 +164,14 @@ class AutoDrop(LRScheduler):
             if p.requires_grad and (g, i) not in watched
         ]
 
-    def _write_lrs(self) -> None:
-        for group, lr in zip(self.optimizer.param_groups, self._controller.lrs, strict=True):
+    def _write_lrs(self, lrs: Sequence[float] | None = None) -> None:
+        lrs = self._controller.lrs if lrs is None else lrs
+        if len(lrs) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"the optimizer has {len(self.optimizer.param_groups)} parameter groups, AutoDrop holds "
+                f"{len(lrs)} learning rates: adding or removing groups by hand is not supported here"
+            )
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             _set_group_lr(group, lr)
         self._last_lr = [
             g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"] for g in self.optimizer.param_groups
@@ -215,20 +227,33 @@ class AutoDrop(LRScheduler):
             raise ValueError(f"AutoDrop cannot jump to epoch={epoch!r}: expected None (next epoch) or 0 (start)")
 
     def _observe(self) -> Decision:
+        """One epoch end, all or nothing: every tensor, lr and counter changes, or none does."""
+        self._check_watched()
         joining = self._unwatched_keys()
+        for key in joining:
+            self._check_param(key, self._param(key))
         controller = self._grown_controller()
         dot, sq_norm, steps, copies = reduce_steps(
-            self._tracked.params, self._tracked.snapshots, self._tracked.prev_steps, self._acc_dtype
+            self._tracked.params, self._tracked.snapshots, self._tracked.prev_steps, self._acc_dtype,
+            names=[self._name(key, param) for key, param in zip(self._keys, self._tracked.params, strict=True)],
         )
         try:
             decision, state = controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
             raise self._name_bad_parameter(err) from err
-        if decision.average_weight is not None:
-            self._tracked.absorb(decision.average_weight)
-        if decision.apply_average:
-            self._tracked.apply_average()
-        self._tracked.take_snapshot(steps, copies)
+        end = self._tracked.prepare(decision.average_weight, decision.apply_average, steps, copies)
+        old_lrs = [g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"] for g in self.optimizer.param_groups]
+        old_last_lr = self._last_lr
+        try:
+            self._write_lrs(decision.lrs)
+            if decision.apply_average:
+                self._tracked.write(end)  # all or nothing: it puts back what it wrote if it fails
+        except BaseException:
+            self._restore_lrs(old_lrs)
+            self._last_lr = old_last_lr
+            raise
+        # Commit: plain assignments from here on.
+        self._tracked.commit(end)
         controller.commit(decision, state)
         self._controller = controller
         self._tracked.join([self._param(k) for k in joining])
@@ -237,8 +262,59 @@ class AutoDrop(LRScheduler):
         self.history.append(decision)
         self.last_epoch += 1
         self._step_count += 1
-        self._write_lrs()
         return decision
+
+    def _restore_lrs(self, old_lrs: list[Any]) -> None:
+        for group, lr in zip(self.optimizer.param_groups, old_lrs, strict=True):
+            if isinstance(group["lr"], Tensor) and isinstance(lr, Tensor):
+                group["lr"].copy_(lr)
+            else:
+                group["lr"] = lr
+
+    def _check_watched(self) -> None:
+        """The optimizer still holds every watched tensor, with its shape, in every group."""
+        groups = self.optimizer.param_groups
+        if len(groups) < self._controller.config.num_groups:
+            raise ValueError(
+                f"the optimizer has {len(groups)} parameter groups, but AutoDrop watches "
+                f"{self._controller.config.num_groups}: removing a param group is not supported; build a new "
+                "AutoDrop scheduler (and load the optimizer's state) for the new group layout"
+            )
+        for n, (key, watched) in enumerate(zip(self._keys, self._tracked.params, strict=True)):
+            g, i = key
+            where = f"param_groups[{g}]['params'][{i}]"
+            params = groups[g]["params"]
+            if i >= len(params):
+                raise ValueError(
+                    f"AutoDrop watches {where}, which the optimizer no longer holds (a parameter was removed); "
+                    "build a new AutoDrop scheduler for the new parameters"
+                )
+            if params[i] is not watched:
+                raise ValueError(
+                    f"{where} is no longer the tensor AutoDrop watches: it was replaced in the optimizer, so "
+                    "AutoDrop would go on averaging the old tensor; put the original tensor back (update it in "
+                    "place, e.g. with torch.no_grad(): p.copy_(new)) or build a new AutoDrop scheduler"
+                )
+            shape = tuple(local_tensor(watched).shape)
+            if shape != tuple(self._tracked.snapshots[n].shape):
+                raise ValueError(
+                    f"{self._name(key, watched)} changed shape from {tuple(self._tracked.snapshots[n].shape)} "
+                    f"to {shape}; build a new AutoDrop scheduler for the new shapes"
+                )
+
+    def _check_param(self, key: Key, param: Tensor) -> None:
+        if local_tensor(param).device.type == "meta":
+            raise ValueError(
+                f"{self._name(key, param)} is on the meta device (it has no values yet): materialise the model "
+                "(e.g. model.to_empty(device=...) and initialise it) before building or stepping AutoDrop"
+            )
+
+    def _name(self, key: Key, param: Tensor) -> str:
+        if self._model is not None:
+            for name, candidate in self._model.named_parameters():
+                if candidate is param:
+                    return f"parameter {name}"
+        return f"param_groups[{key[0]}]['params'][{key[1]}]"
 
     def _grown_controller(self) -> Controller:
         """The controller, extended by one group per param group added since the last epoch."""

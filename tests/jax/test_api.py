@@ -128,11 +128,11 @@ def test_one_host_transfer_per_epoch_and_no_recompilation_once_warm(monkeypatch)
 
 
 def test_params_of_another_structure_are_refused():
-    state = autodrop_jax.init({"w": jnp.ones(3)}, lrs=0.1)
+    state = autodrop_jax.init({"w": jnp.ones(3, jnp.float32)}, lrs=0.1)  # float32 with and without x64
     with pytest.raises(ValueError, match="tree structure"):
-        autodrop_jax.update(state, {"v": jnp.ones(3)})
+        autodrop_jax.update(state, {"v": jnp.ones(3, jnp.float32)})
     with pytest.raises(ValueError, match=r"params\['w'\] is float32\[4\], expected float32\[3\]"):
-        autodrop_jax.update(state, {"w": jnp.ones(4)})
+        autodrop_jax.update(state, {"w": jnp.ones(4, jnp.float32)})
 
 
 def test_integer_or_empty_parameter_trees_are_refused():

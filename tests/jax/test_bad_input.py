@@ -53,6 +53,7 @@ def test_a_refused_epoch_changes_nothing_and_can_be_retried():
 
 
 def test_overflowing_reductions_are_refused_with_the_value():
-    state = autodrop_jax.init({"w": jnp.zeros(2, jnp.float32)}, lrs=0.1)
-    with jax.enable_x64(False), pytest.raises(InvalidReductionError, match=r"epoch 1: sq_norm=inf is invalid"):
-        autodrop_jax.update(state, {"w": jnp.full(2, 3e38, jnp.float32)})
+    with jax.enable_x64(False):  # float32 sums overflow; the state must be built under the same setting
+        state = autodrop_jax.init({"w": jnp.zeros(2, jnp.float32)}, lrs=0.1)
+        with pytest.raises(InvalidReductionError, match=r"epoch 1: sq_norm=inf is invalid"):
+            autodrop_jax.update(state, {"w": jnp.full(2, 3e38, jnp.float32)})

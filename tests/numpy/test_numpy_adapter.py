@@ -148,6 +148,54 @@ def test_load_state_dict_refuses_mismatched_shapes_and_keeps_state() -> None:
     assert adapter.state_dict()["core"] == before["core"]
 
 
+def test_a_failure_inside_the_average_changes_nothing_and_the_retry_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autodrop_numpy import _adapter
+
+    steps = saturating_trajectory([(3, 4), (5,), (2,)], epochs=12)
+    twin = NumpyAutoDrop([np.zeros((3, 4)), np.zeros(5), np.zeros(2)], lrs=0.1, drop_delay=4)
+    adapter = NumpyAutoDrop([np.zeros((3, 4)), np.zeros(5), np.zeros(2)], lrs=0.1, drop_delay=4)
+    real = _adapter._float64_copy
+    calls = {"n": 0, "fail": 0}
+
+    def flaky(x: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == calls["fail"]:
+            raise MemoryError("injected")
+        return real(x)
+
+    monkeypatch.setattr(_adapter, "_float64_copy", flaky)
+    injected = 0
+    for step in steps:
+        for a, b, s in zip(adapter.params, twin.params, step, strict=True):
+            a += s
+            b += s
+        calls.update(n=0, fail=0)
+        want = twin.end_epoch()
+        for k in (2, 3):  # the second and third tensor of the blend
+            before = ([p.copy() for p in adapter.params], adapter.state_dict())
+            calls.update(n=0, fail=k)
+            try:
+                adapter.end_epoch()
+            except MemoryError:
+                injected += 1
+                after = ([p.copy() for p in adapter.params], adapter.state_dict())
+                for x, y in zip(before[0], after[0], strict=True):
+                    np.testing.assert_array_equal(x, y)
+                assert after[1]["core"] == before[1]["core"]
+                assert (after[1]["average"] is None) == (before[1]["average"] is None)
+                for x, y in zip(before[1]["average"] or [], after[1]["average"] or [], strict=True):
+                    np.testing.assert_array_equal(x, y)
+            else:
+                break  # this epoch does not blend: it is committed
+        else:
+            calls.update(n=0, fail=0)
+            assert adapter.end_epoch() == want
+        assert adapter.last_decision == want
+        for x, y in zip(adapter.params, twin.params, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert injected >= 4 and any(d.apply_average for d in twin.history)
+
+
 def noisy_trajectory(shapes: list[tuple[int, ...]], epochs: int, seed: int = 0) -> list[list[np.ndarray]]:
     """Steps of one drift plus as much noise: a stationary, jittering angle, as at saturation."""
     rng = np.random.default_rng(seed)

@@ -166,3 +166,23 @@ def test_a_run_resumed_mid_window_from_a_checkpoint_continues_exactly(
     for t, weights in enumerate(after.xs, start=stop):
         for got, expected in zip(weights, fitted["after"].xs[t]):
             np.testing.assert_array_equal(got, expected, err_msg=f"epoch {t + 1}")
+
+
+def test_a_second_fit_never_raises_a_dropped_lr_back_to_the_constructor_lrs(scenario: Any) -> None:
+    model = scenario.make_model()
+    callback = AutoDropCallback(lrs=0.05, **{**scenario.SETTINGS, "drop_delay": 1, "threshold": 20.0,
+                                             "max_threshold": 20.0})
+    scenario.fit(model, [callback], epochs=8)
+    assert callback.autodrop is not None and any(d.dropped for d in callback.autodrop.history)
+    dropped = float(model.optimizer.learning_rate.numpy())
+    assert dropped < 0.05
+    scenario.fit(model, [callback], epochs=1)
+    assert callback.autodrop.config.lrs == (pytest.approx(dropped),)
+    assert float(model.optimizer.learning_rate.numpy()) <= dropped
+
+
+def test_a_numpy_scalar_lr_is_accepted(scenario: Any) -> None:
+    model = scenario.make_model()
+    callback = AutoDropCallback(lrs=np.float32(0.1), **scenario.SETTINGS)
+    scenario.fit(model, [callback], epochs=1)
+    assert callback.autodrop is not None and callback.autodrop.config.lrs == (pytest.approx(0.1),)

@@ -1,0 +1,153 @@
+"""Layouts, replaced or removed parameters, meta tensors and refused checkpoints: clear errors, nothing half done."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from autodrop_torch import AutoDrop
+from autodrop_torch._reduce import reduce_steps
+from torch_testkit import EAGER, data, mlp, train_epoch
+
+
+def _quadratic_run(param: torch.Tensor, epochs: int = 12) -> tuple[list[Any], torch.Tensor]:
+    """Gradient descent towards a fixed target: steps line up, so AutoDrop triggers, averages and drops."""
+    target = torch.linspace(-1.0, 1.0, param.numel()).reshape(param.shape)
+    opt = torch.optim.SGD([param], lr=0.05)
+    sched = AutoDrop(opt, **EAGER)
+    for epoch in range(epochs):
+        for k in range(4):
+            with torch.no_grad():
+                param.grad = (param - target) + 0.01 * torch.cos(param * (epoch + k + 1))
+            opt.step()
+        sched.step()
+    return sched.history, param.detach().contiguous().clone()
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced-view"])
+def test_non_contiguous_parameters_train_exactly_like_contiguous_ones(layout: str, reduction_path: str) -> None:
+    torch.manual_seed(0)
+    if layout == "channels_last":
+        base = torch.randn(2, 3, 4, 5)
+        odd = base.to(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        base = torch.randn(7, 5).t().contiguous()
+        odd = base.t().contiguous().t()
+    else:
+        base = torch.randn(6, 4)
+        odd = torch.randn(6, 8)[:, ::2]
+        odd.copy_(base)
+    assert not odd.is_contiguous() and torch.equal(odd, base)
+    history, final = _quadratic_run(torch.nn.Parameter(odd))
+    twin_history, twin_final = _quadratic_run(torch.nn.Parameter(base.clone()))
+    assert any(d.apply_average for d in history)  # the average and the drop were exercised too
+    if reduction_path == "torch":  # the same ops in the same order: bit for bit
+        assert history == twin_history
+        assert torch.equal(final, twin_final)
+    else:  # the contiguous twin takes the numba kernel, whose float64 sums are blocked differently
+        assert [(d.triggered, d.apply_average, d.lrs) for d in history] == [
+            (d.triggered, d.apply_average, d.lrs) for d in twin_history
+        ]
+        torch.testing.assert_close(final, twin_final, rtol=1e-6, atol=1e-7)
+
+
+def test_reduction_of_a_channels_last_tensor_equals_the_contiguous_one() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last)
+    snap = torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last)
+    prev = torch.randn(2, 3, 4, 4, dtype=torch.float64).to(memory_format=torch.channels_last)
+    odd = reduce_steps([x], [snap], [prev], torch.float64)
+    plain = reduce_steps([x.contiguous()], [snap.contiguous()], [prev.contiguous()], torch.float64)
+    assert odd[:2] == plain[:2]
+
+
+def test_a_reduction_failure_names_the_parameter() -> None:
+    x = torch.ones(3)
+    with pytest.raises(RuntimeError, match=r"step of parameter fc\.weight \(shape \(3,\)"):
+        reduce_steps([x], [torch.ones(4)], [torch.zeros(3, dtype=torch.float64)], torch.float64,
+                     names=["parameter fc.weight"])
+
+
+def _trained(epochs: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, AutoDrop]:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = AutoDrop(opt, model=model, **EAGER)
+    x, y = data()
+    for _ in range(epochs):
+        train_epoch(model, opt, x, y)
+        sched.step()
+    return model, opt, sched
+
+
+def test_a_parameter_replaced_in_the_optimizer_is_refused_naming_group_and_index() -> None:
+    _, opt, sched = _trained(2)
+    before = sched.state_dict()
+    old = opt.param_groups[0]["params"][1]
+    opt.param_groups[0]["params"][1] = torch.nn.Parameter(old.detach().clone())
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\] is no longer the tensor AutoDrop"):
+        sched.step()
+    assert sched.state_dict()["core"] == before["core"]
+    opt.param_groups[0]["params"][1] = old  # putting it back resumes
+    sched.step()
+    assert sched.epoch == 3
+
+
+def test_removing_a_param_group_gives_a_clear_error() -> None:
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
+    sched = AutoDrop(opt)
+    sched.step()
+    opt.param_groups.pop()
+    with pytest.raises(ValueError, match="removing a param group is not supported"):
+        sched.step()
+    assert sched.epoch == 1
+
+
+def test_meta_device_parameters_give_a_clear_error() -> None:
+    p = torch.nn.Parameter(torch.empty(3, device="meta"))
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] is on the meta device"):
+        AutoDrop(torch.optim.SGD([p], lr=0.1))
+
+
+def test_a_meta_parameter_added_later_gives_a_clear_error() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    sched = AutoDrop(opt, min_lr=0.0)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.empty(2, device="meta"))]})
+    with pytest.raises(ValueError, match="meta device"):
+        sched.step()
+    assert sched.epoch == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("last_epoch", "twelve", "last_epoch='twelve'"),
+        ("step_count", -1, "step_count=-1"),
+        ("base_lrs", [0.1, 0.2], "base_lrs=[0.1, 0.2]"),
+        ("last_reductions", [math.nan, 1.0], "last_reductions="),
+        ("history", [{"epoch": 1}], "malformed"),
+    ],
+)
+def test_a_refused_checkpoint_changes_nothing(key: str, value: object, needle: str) -> None:
+    _, _, sched = _trained(12)
+    _, _, other = _trained(5)
+    checkpoint = other.state_dict()
+    checkpoint[key] = value
+    before = sched.state_dict()
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        sched.load_state_dict(checkpoint)
+    after = sched.state_dict()
+    assert after["core"] == before["core"] and after["history"] == before["history"]
+    assert after["last_epoch"] == before["last_epoch"] == 12 and sched.epoch == 12
+    for a, b in zip(after["snapshots"], before["snapshots"], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_nan_snapshot_in_a_checkpoint_is_refused_naming_the_parameter() -> None:
+    _, _, sched = _trained(3)
+    checkpoint = sched.state_dict()
+    checkpoint["snapshots"][2].view(-1)[0] = math.nan
+    with pytest.raises(ValueError, match=r"snapshots\[2\] \(of parameter 2\.weight\) holds NaN"):
+        sched.load_state_dict(checkpoint)
