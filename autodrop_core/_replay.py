@@ -130,7 +130,10 @@ def _parse_line(number: int, line: str) -> tuple[float, float]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise ReplayError(f"line {number}: not JSON ({err.msg}): {line.strip()[:80]!r}") from err
+        raise ReplayError(
+            f"line {number}: not JSON ({err.msg}): {line.strip()[:80]!r}; "
+            'expected one JSON object per line, e.g. {"dot": 0.5, "sq_norm": 1.0}'
+        ) from err
     if not isinstance(record, dict):
         raise ReplayError(f"line {number}: expected a JSON object with keys 'dot' and 'sq_norm', got {record!r}")
     values = []

@@ -19,28 +19,49 @@ from autodrop_core.nqm._model import PRESETS, preset
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``autodrop nqm`` parser and its subcommand parsers by name."""
     parser = argparse.ArgumentParser(
         prog="autodrop nqm", description="Noisy quadratic model (numba): the paper's evidence."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    presets = ", ".join(PRESETS)
+    lrs = " ".join(f"{lr:g}" for lr in FIGURE1_LRS)
 
-    th = commands.add_parser("theorem1", help="predicted (eq. 6) against measured saturation angles")
-    th.add_argument("--preset", choices=[*PRESETS, "both"], default="both")
-    th.add_argument("--lrs", type=float, nargs="+", default=list(FIGURE1_LRS))
+    th = commands.add_parser(
+        "theorem1", help="predicted (eq. 6) against measured saturation angles",
+        description="Theorem 1 (eq. 6): the predicted stationary SGD angle against the measured one, per lr.",
+        epilog="example: autodrop nqm theorem1 --preset figure1 --lrs 0.03 0.01 --seeds 4 --iters 500",
+    )
+    th.add_argument(
+        "--preset", choices=[*PRESETS, "both"], default="both",
+        help=f"curvature/noise spectrum: {presets}, or both (default both)",
+    )
+    th.add_argument(
+        "--lrs", type=float, nargs="+", default=list(FIGURE1_LRS), metavar="LR",
+        help=f"constant learning rates to check (default {lrs})",
+    )
     th.add_argument("--seeds", type=int, help="independent runs per lr (default: zhang2019 64, figure1 8)")
     th.add_argument("--iters", type=int, help="iterations per run (default: zhang2019 4000, figure1 1000)")
     th.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    f1 = commands.add_parser("figure1", help="loss and angle of SGD at constant lrs")
-    f1.add_argument("--preset", choices=PRESETS, default="figure1")
-    f1.add_argument("--iters", type=int, default=3000)
-    f1.add_argument("--seed", type=int, default=0)
-
-    f3 = commands.add_parser("figure3", help="AutoDrop (the core's Controller) on the NQM")
-    f3.add_argument("--preset", choices=PRESETS, default="figure1")
-    f3.add_argument("--iters", type=int, default=3000)
-    f3.add_argument("--seed", type=int, default=0)
+    f1 = commands.add_parser(
+        "figure1", help="loss and angle of SGD at constant lrs",
+        description=f"Figure 1: loss and per-iteration angle of SGD at the constant lrs {lrs}.",
+        epilog="example: autodrop nqm figure1 --iters 1000 --out out/figure1.png",
+    )
+    f3 = commands.add_parser(
+        "figure3", help="AutoDrop (the core's Controller) on the NQM",
+        description="Figure 3: AutoDrop (the core's Controller) driving SGD's lr on the NQM.",
+        epilog="example: autodrop nqm figure3 --iters 1000 --json --out out/figure3.png",
+    )
+    for sub in (f1, f3):
+        sub.add_argument(
+            "--preset", choices=PRESETS, default="figure1",
+            help=f"curvature/noise spectrum: {presets} (default figure1)",
+        )
+        sub.add_argument("--iters", type=int, default=3000, help="SGD iterations (default 3000)")
+        sub.add_argument("--seed", type=int, default=0, help="seed of the gradient noise (default 0)")
     f3.add_argument("--drop-delay", type=int, default=20, help="AutoDropConfig.drop_delay (default 20)")
     f3.add_argument("--max-threshold", type=float, default=1.0, help="AutoDropConfig.max_threshold (default 1.0)")
     f3.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -52,7 +73,15 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     for sub in (f1, f3):
         sub.add_argument("--out", required=True, help="PNG file to write")
-    return parser
+    return parser, {"theorem1": th, "figure1": f1, "figure3": f3}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser, subparsers = _parsers()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a typo'd flag: show the subcommand's usage, not the top-level one
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 # preset -> (n, seeds, iters) by default. zhang2019's step lives on its first few coordinates
@@ -122,7 +151,7 @@ def _figure3(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``autodrop nqm COMMAND ...``; returns the exit status (theorem1: 1 if a row disagrees)."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "theorem1":
             return _theorem1(args)
