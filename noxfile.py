@@ -3,8 +3,8 @@
 ``nox`` runs lint, typecheck, docs and ``tests(F)`` for every framework F. A ``tests(F)``
 session installs F once and runs, in that one virtualenv: F's test folders, the
 conformance suite against F's registered adapters, and the code blocks of README.md and
-docs/ that import F (``tests/docs``). ``oldest`` (not in the default run) installs the
-oldest jax, optax and tensorflow-cpu that the extras allow and runs their tests.
+docs/ that import F (``tests/docs``). ``oldest(F)`` (not in the default run) installs the
+oldest jax and optax, or tensorflow-cpu and numpy, that the extras allow and runs their tests.
 
 Each session builds its virtualenv with pip (never uv: pip finds the local CPU build of
 torch==2.13.0, uv would download a CUDA build). A missing Python is an error, not a skip.
@@ -34,10 +34,27 @@ FRAMEWORKS: dict[str, tuple[str, list[str], list[str]]] = {
     "demo": ("demo", ["tests/demo"], []),
 }
 
-# The oldest versions the extras' floors allow, all found installable for Python 3.11 in
-# the package index (`pip index versions jax`); see CHANGELOG.md and README.md.
-OLDEST = ["numpy==1.26.4", "jax==0.4.30", "jaxlib==0.4.30", "optax==0.2.3", "tensorflow-cpu==2.16.1"]
-
+# framework -> (extras, the oldest versions its extra allows, test folders, conformance adapters).
+# All were found installable for Python 3.11 (`pip index versions jax`, `pip download --no-deps`).
+# jax and tensorflow get separate virtualenvs: Keras 3 imports an installed jax, and an old jax
+# then warns on import, which pytest turns into an error.
+OLDEST: dict[str, tuple[str, list[str], list[str], list[str]]] = {
+    "jax": ("jax,jax-test,conformance", ["jax==0.8.0", "jaxlib==0.8.0", "optax==0.2.3"], ["tests/jax"], ["jax"]),
+    "tensorflow": (
+        "tensorflow,conformance", ["tensorflow-cpu==2.16.1", "numpy==1.26.4"], ["tests/tf"], ["tensorflow"]
+    ),
+}
+# Tests that check something the oldest versions do not have, each with the reason.
+OLDEST_DESELECT: dict[str, dict[str, str]] = {
+    "jax": {
+        # jax.monitoring.unregister_event_duration_listener, used by the test to count compilations,
+        # is newer than jax 0.8.0; the adapter itself does not use it.
+        "tests/jax/test_api.py::test_one_host_transfer_per_epoch_and_no_recompilation_once_warm": "test helper",
+        # XLA's float32 reductions before jaxlib 0.10.2 give a larger rounding error: 8.6e-4 degrees
+        # at a 2.6-degree angle against 2.2e-5 (docs/jax.md, Precision); x64 mode is unaffected.
+        "tests/jax/test_precision.py::test_float32_angle_error_at_11m_parameters_is_at_most_1e_4_degrees": "precision",
+    },
+}
 
 def _install(session: nox.Session, extras: str, *extra_packages: str) -> None:
     # torch is pinned so that pip takes the local CPU wheel, never a CUDA build.
@@ -104,15 +121,18 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
-def oldest(session: nox.Session) -> None:
-    """The JAX and TensorFlow adapters' tests against the oldest versions the extras allow.
+@nox.parametrize("framework", list(OLDEST), ids=list(OLDEST))
+def oldest(session: nox.Session, framework: str) -> None:
+    """One adapter's tests and conformance run against the oldest versions its extra allows.
 
-    Not in the default run (it adds one more heavy install); run it with ``nox -s oldest``.
-    torch is not covered: every torch other than 2.13.0 is a multi-GB CUDA build here, so the
-    torch floor is untested.
+    Not in the default run (one more heavy install per framework); ``nox -s oldest``.
+    torch is not covered: every torch other than 2.13.0 is a multi-GB CUDA build on this
+    project's machines, so the torch floor (``torch>=2.6``) is untested.
     """
-    _install(session, "jax,tensorflow,conformance", *OLDEST)
-    session.run("pip", "list", "--format=freeze", silent=False)
-    session.run("pytest", "tests/jax", "tests/tf", *session.posargs)
+    extras, pins, folders, adapters = OLDEST[framework]
+    _install(session, extras, *pins)
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    deselect = [f"--deselect={test}" for test in OLDEST_DESELECT.get(framework, {})]
+    session.run("pytest", *folders, *deselect, *session.posargs)
     if not session.posargs:
-        _conformance(session, ["jax", "tensorflow"])
+        _conformance(session, adapters)

@@ -41,6 +41,15 @@ FRAMEWORKS: list[tuple[str, tuple[str, ...]]] = [
     ("tensorflow", ("tensorflow", "keras", "autodrop_tf")),
 ]
 
+# Modules a framework's blocks need beyond the ones they import (the packages import them).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "demo": ("torch", "mnist1d", "sklearn", "matplotlib"),
+    "nqm": ("numpy", "numba"),
+    "torch": ("numpy",),
+    "jax": ("jaxlib", "numpy"),
+    "tensorflow": ("numpy",),
+}
+
 
 @dataclass
 class Snippet:
@@ -70,7 +79,7 @@ class Snippet:
         return "core"
 
     def missing(self) -> list[str]:
-        tops = sorted({m.split(".")[0] for m in self.modules()})
+        tops = sorted({m.split(".")[0] for m in self.modules()} | set(NEEDS.get(self.framework(), ())))
         return [m for m in tops if importlib.util.find_spec(m) is None]
 
 
