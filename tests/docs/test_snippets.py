@@ -8,7 +8,12 @@ Markers, on the line right before a block (an HTML comment, invisible once rende
 * ``<!-- snippet: continue -->``: the block continues the previous one of the same page
   (the text says so too); both run together, as one program, in the order written.
 
-Each block belongs to the framework it imports (demo, nqm, torch, jax, tensorflow, or
+A ```console block is a shell session: each ``$ `` line (with its ``\\`` continuations) is
+run with bash, ``autodrop`` being this environment's console script, and its output must
+be the lines that follow, exactly. ```bash blocks are commands to copy (installs, runs of
+several minutes) and are not run here.
+
+Each python block belongs to the framework it imports (demo, nqm, torch, jax, tensorflow, or
 core for the standard library and numpy). Outside nox a block whose modules are not
 installed is skipped, saying which ``nox`` session runs it. Under nox, each
 ``tests(F)`` session sets ``AUTODROP_SNIPPETS=F``: then only F's blocks are collected,
@@ -164,3 +169,52 @@ def test_snippet_runs(snippet: Snippet, tmp_path: Path) -> None:
         f"{snippet.name} failed (exit {result.returncode}).\n--- program ---\n{snippet.code}\n"
         f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
     )
+
+
+@dataclass
+class Console:
+    """One ``$ command`` of a ```console block and the output the page shows for it."""
+
+    page: Path
+    line: int
+    command: str
+    output: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+
+def console_sessions(page: Path) -> list[Console]:
+    lines = page.read_text(encoding="utf-8").splitlines()
+    found: list[Console] = []
+    inside = False
+    for number, text in enumerate(lines, start=1):
+        if text.strip() == "```console":
+            inside = True
+        elif inside and text.strip() == "```":
+            inside = False
+        elif inside and text.startswith("$ "):
+            found.append(Console(page, number, text[2:], ""))
+        elif inside and found and found[-1].command.endswith("\\") and not found[-1].output:
+            found[-1].command += "\n" + text
+        elif inside and found:
+            found[-1].output += text + "\n"
+    return found
+
+
+CONSOLES = [c for page in PAGES for c in console_sessions(page)] if SESSION in (None, "core") else []
+
+
+def test_the_readme_shows_a_console_session() -> None:
+    assert any(c.page.name == "README.md" for page in PAGES for c in console_sessions(page))
+
+
+@pytest.mark.parametrize("console", CONSOLES, ids=[c.name for c in CONSOLES])
+def test_console_session_prints_what_the_page_shows(console: Console, tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    result = subprocess.run(
+        ["bash", "-c", console.command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == console.output, f"{console.name}: the page shows other output than the command prints"
