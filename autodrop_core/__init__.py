@@ -8,7 +8,7 @@ This package imports nothing outside the Python standard library and never sees 
 tensor; framework adapters compute the reductions and apply the decisions.
 """
 
-from autodrop_core._config import DEFAULTS, AutoDropConfig, ConfigError
+from autodrop_core._config import DEFAULTS, TRIGGERS, AutoDropConfig, ConfigError
 from autodrop_core._controller import CHECKPOINT_FORMAT, Controller
 from autodrop_core._records import (
     STATE_FORMAT_VERSION,
@@ -23,6 +23,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULTS",
     "STATE_FORMAT_VERSION",
+    "TRIGGERS",
     "AutoDropConfig",
     "AutoDropState",
     "ConfigError",

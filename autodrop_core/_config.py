@@ -12,9 +12,16 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["DEFAULTS", "AutoDropConfig", "ConfigError"]
+__all__ = ["DEFAULTS", "TRIGGERS", "AutoDropConfig", "ConfigError"]
+
+#: The trigger rules: the paper's fixed threshold on the change of angle, or the
+#: calibrated flatness test of ``_calibrated.py`` (see docs/spec.md).
+TRIGGERS = ("paper", "calibrated")
+
+#: Fields that only the paper's trigger reads; the calibrated trigger refuses any other value.
+_PAPER_ONLY = ("threshold", "max_threshold", "angle_window", "reset_on_drop")
 
 #: Default value of every optional field, as in the spec's configuration table.
 DEFAULTS: Mapping[str, Any] = {
@@ -25,6 +32,7 @@ DEFAULTS: Mapping[str, Any] = {
     "drop_delay": 20,
     "angle_window": 1,
     "reset_on_drop": False,
+    "trigger": "paper",
 }
 
 
@@ -81,6 +89,10 @@ class AutoDropConfig:
         drop_delay: n_d, parameter vectors averaged before a drop; integer >= 1.
         angle_window: w, the trigger compares means of the last w angles; integer >= 1.
         reset_on_drop: a drop clears the angle history.
+        trigger: ``"paper"`` (the paper's rule, the default) or ``"calibrated"``, which
+            sets its own threshold from the angle's measured noise; with it,
+            ``threshold``, ``max_threshold``, ``angle_window`` and ``reset_on_drop``
+            must keep their defaults (they would have no effect).
 
     ``min_lr`` is stored as one float per group whatever form it was given in.
 
@@ -100,6 +112,7 @@ class AutoDropConfig:
     drop_delay: int = DEFAULTS["drop_delay"]
     angle_window: int = DEFAULTS["angle_window"]
     reset_on_drop: bool = DEFAULTS["reset_on_drop"]
+    trigger: Literal["paper", "calibrated"] = DEFAULTS["trigger"]
 
     def __post_init__(self) -> None:
         lrs = _float_tuple("lrs", self.lrs, "a non-empty sequence of finite numbers > 0")
@@ -145,6 +158,18 @@ class AutoDropConfig:
             raise ConfigError("angle_window", self.angle_window, "an integer >= 1")
         if not isinstance(self.reset_on_drop, bool):
             raise ConfigError("reset_on_drop", self.reset_on_drop, "a bool (True or False)")
+        if not isinstance(self.trigger, str) or self.trigger not in TRIGGERS:
+            raise ConfigError("trigger", self.trigger, "one of " + ", ".join(repr(t) for t in TRIGGERS))
+        if self.trigger == "calibrated":
+            given = {"threshold": theta0, "max_threshold": cap, "angle_window": window,
+                     "reset_on_drop": self.reset_on_drop}
+            for name in _PAPER_ONLY:
+                if given[name] != DEFAULTS[name]:
+                    raise ConfigError(
+                        name, getattr(self, name),
+                        f"its default {DEFAULTS[name]!r} with trigger='calibrated', which sets its own threshold "
+                        "from the angle's noise (or use trigger='paper')",
+                    )
 
         for name, value in (
             ("lrs", lrs),
@@ -179,6 +204,7 @@ class AutoDropConfig:
             "drop_delay": self.drop_delay,
             "angle_window": self.angle_window,
             "reset_on_drop": self.reset_on_drop,
+            "trigger": self.trigger,
         }
 
     @classmethod

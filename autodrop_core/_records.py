@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from autodrop_core._calibrated import MAX_HISTORY
 from autodrop_core._config import AutoDropConfig
 
 __all__ = ["STATE_FORMAT_VERSION", "AutoDropState", "Decision", "StateError", "initial_state"]
 
 #: Bumped whenever the serialised layout of :class:`AutoDropState` changes.
-STATE_FORMAT_VERSION = 1
+#: Version 2 added ``recent`` (the calibrated trigger's angles); version 1 still loads.
+STATE_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 _STATE_FIELDS = (
     "version",
@@ -30,6 +33,7 @@ _STATE_FIELDS = (
     "angles",
     "prev_smoothed_angle",
     "pending",
+    "recent",
 )
 
 
@@ -49,6 +53,9 @@ class AutoDropState:
         angles: H, the last defined angles (at most ``angle_window``), oldest first.
         prev_smoothed_angle: m(t) of the last epoch, or None when undefined.
         pending: k, 0 when no drop is pending, else vectors averaged so far.
+        recent: the defined angles since the last applied average (at most
+            ``MAX_HISTORY``, oldest first), which the calibrated trigger tests;
+            always empty with the paper's trigger.
         version: the serialisation format version.
     """
 
@@ -59,6 +66,7 @@ class AutoDropState:
     angles: tuple[float, ...]
     prev_smoothed_angle: float | None
     pending: int
+    recent: tuple[float, ...] = ()
     version: int = STATE_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +80,7 @@ class AutoDropState:
             "angles": list(self.angles),
             "prev_smoothed_angle": self.prev_smoothed_angle,
             "pending": self.pending,
+            "recent": list(self.recent),
         }
 
     @classmethod
@@ -84,15 +93,17 @@ class AutoDropState:
         """
         if not isinstance(data, Mapping):
             raise StateError(f"state must be a mapping, got {type(data).__name__}")
-        missing = [name for name in _STATE_FIELDS if name not in data]
-        extra = sorted(set(data) - set(_STATE_FIELDS))
-        if missing or extra:
-            raise StateError(f"state fields do not match format: missing {missing}, unknown {extra}")
-        if data["version"] != STATE_FORMAT_VERSION:
+        version = data.get("version")
+        if isinstance(version, bool) or version not in _READABLE_VERSIONS:
             raise StateError(
-                f"state version={data['version']!r} is not readable: this autodrop_core reads "
-                f"version {STATE_FORMAT_VERSION}"
+                f"state version={version!r} is not readable: this autodrop_core reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}"
             )
+        expected = _STATE_FIELDS if version == STATE_FORMAT_VERSION else _STATE_FIELDS[:-1]
+        missing = [name for name in expected if name not in data]
+        extra = sorted(set(data) - set(expected))
+        if missing or extra:
+            raise StateError(f"state fields do not match format {version}: missing {missing}, unknown {extra}")
         epoch = _int(data, "epoch", 0)
         pending = _int(data, "pending", 0)
         if pending >= config.drop_delay:
@@ -119,6 +130,13 @@ class AutoDropState:
             raise StateError(f"state prev_sq_norm={prev_sq_norm!r} is invalid: expected a number >= 0")
         smoothed = data["prev_smoothed_angle"]
         prev_smoothed = None if smoothed is None else _float(data, "prev_smoothed_angle")
+        recent = _floats(data, "recent") if version >= 2 else ()
+        limit = MAX_HISTORY if config.trigger == "calibrated" else 0
+        if len(recent) > limit or any(not 0.0 <= a <= 180.0 for a in recent):
+            raise StateError(
+                f"state recent={data['recent']!r} is invalid: expected at most {limit} angles in [0, 180] "
+                f"with trigger={config.trigger!r}"
+            )
         return cls(
             epoch=epoch,
             lrs=lrs,
@@ -127,6 +145,7 @@ class AutoDropState:
             angles=angles,
             prev_smoothed_angle=prev_smoothed,
             pending=pending,
+            recent=recent,
         )
 
 
@@ -176,27 +195,33 @@ class Decision:
         epoch: t.
         angle: angle(t) in degrees, or None when undefined.
         smoothed_angle: m(t) as computed at this epoch, or None.
-        delta: |m(t) - m(t-1)|, or None.
-        threshold: theta in force at the start of this epoch.
+        delta: |m(t) - m(t-1)| (paper trigger) or the fitted change of angle across the
+            test window (calibrated trigger), or None.
+        threshold: theta in force at the start of this epoch (paper trigger), or the
+            estimated epoch-to-epoch noise of the angle (calibrated trigger; None
+            while it has too few angles).
         triggered: the trigger fired at this epoch.
         average_weight: c with which x(t) enters the running average, or None.
         apply_average: replace the parameters by the running average now.
         dropped: some lr went down at this epoch.
         exhausted: a drop was due at this epoch and no lr went down.
         lrs: the lr of each group for the next epoch.
+        rise: calibrated trigger only: the test window's mean angle minus the burn-in's
+            (the trigger needs it >= 0), or None.
     """
 
     epoch: int
     angle: float | None
     smoothed_angle: float | None
     delta: float | None
-    threshold: float
+    threshold: float | None
     triggered: bool
     average_weight: float | None
     apply_average: bool
     dropped: bool
     exhausted: bool
     lrs: tuple[float, ...]
+    rise: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The decision with the spec's field names, JSON-safe (None becomes null)."""
@@ -212,4 +237,5 @@ class Decision:
             "dropped": self.dropped,
             "exhausted": self.exhausted,
             "lrs": list(self.lrs),
+            "rise": self.rise,
         }

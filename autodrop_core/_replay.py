@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import IO, Any
 
-from autodrop_core._config import DEFAULTS, AutoDropConfig, ConfigError
+from autodrop_core._config import DEFAULTS, TRIGGERS, AutoDropConfig, ConfigError
 from autodrop_core._controller import Controller
 from autodrop_core._records import StateError
 from autodrop_core._rules import InvalidReductionError
@@ -33,6 +33,7 @@ _FLAG_FIELDS = {
     "drop_delay": "--drop-delay",
     "angle_window": "--angle-window",
     "reset_on_drop": "--reset-on-drop",
+    "trigger": "--trigger",
 }
 DEFAULT_LR = 0.1
 
@@ -59,6 +60,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--angle-window", type=int, help=f"w, angles averaged (default {DEFAULTS['angle_window']})")
     parser.add_argument("--reset-on-drop", action="store_true", default=None, help="a drop clears the angle history")
+    parser.add_argument(
+        "--trigger", choices=TRIGGERS,
+        help="'paper': fixed threshold on the change of angle; 'calibrated': a flatness test that sets its own "
+        f"threshold from the angle's noise (default {DEFAULTS['trigger']})",
+    )
     parser.add_argument(
         "--state", metavar="FILE",
         help="load config and state from FILE if it exists; write both back atomically after every line",

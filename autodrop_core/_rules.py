@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import replace
+from typing import NamedTuple
 
+from autodrop_core._calibrated import MAX_HISTORY, flatness_test
 from autodrop_core._config import AutoDropConfig
 from autodrop_core._records import AutoDropState, Decision
 
@@ -73,6 +75,37 @@ def _window_mean(angles: tuple[float, ...], window: int) -> float | None:
     return total / window
 
 
+class _TriggerTest(NamedTuple):
+    """What a trigger rule computed at one epoch, before the latch and the drop."""
+
+    smoothed: float | None
+    delta: float | None
+    threshold: float | None
+    rise: float | None
+    fires: bool
+    angles: tuple[float, ...]  # the paper rule's window H after this epoch
+    recent: tuple[float, ...]  # the calibrated rule's angles since the last drop
+
+
+def _paper_trigger(config: AutoDropConfig, state: AutoDropState, angle: float | None) -> _TriggerTest:
+    """Spec step 1-2: the window mean of the last w angles, its change, theta (strict <)."""
+    angles = () if angle is None else (*state.angles, angle)[-config.angle_window :]
+    smoothed = _window_mean(angles, config.angle_window)
+    previous = state.prev_smoothed_angle
+    delta = None if smoothed is None or previous is None else abs(smoothed - previous)
+    fires = delta is not None and delta < state.theta
+    return _TriggerTest(smoothed, delta, state.theta, None, fires, angles, state.recent)
+
+
+def _calibrated_trigger(config: AutoDropConfig, state: AutoDropState, angle: float | None) -> _TriggerTest:
+    """The flatness test on the angles since the last drop; an undefined angle is skipped."""
+    recent = state.recent if angle is None else (*state.recent, angle)[-MAX_HISTORY:]
+    test = flatness_test(recent)
+    if test is None:
+        return _TriggerTest(None, None, None, None, False, (), recent)
+    return _TriggerTest(test.window_mean, test.change, test.noise, test.rise, test.flat, (), recent)
+
+
 def advance(
     config: AutoDropConfig, state: AutoDropState, dot: float, sq_norm: float
 ) -> tuple[Decision, AutoDropState]:
@@ -103,19 +136,11 @@ def advance(
     dot = _checked(epoch, "dot", dot, nonnegative=False)
     sq_norm = _checked(epoch, "sq_norm", sq_norm, nonnegative=True)
 
-    # 1. Angle, history, smoothed angle, delta.
+    # 1. Angle, history, smoothed angle, delta; 2. trigger, latched while a drop is pending.
     angle = step_angle(dot, sq_norm, state.prev_sq_norm)
-    if angle is None:
-        angles: tuple[float, ...] = ()
-    else:
-        angles = (*state.angles, angle)[-config.angle_window :]
-    smoothed = _window_mean(angles, config.angle_window)
-    previous = state.prev_smoothed_angle
-    delta = None if smoothed is None or previous is None else abs(smoothed - previous)
-
-    # 2. Trigger, latched while a drop is pending.
-    theta = state.theta
-    triggered = state.pending == 0 and delta is not None and delta < theta
+    rule = _calibrated_trigger if config.trigger == "calibrated" else _paper_trigger
+    test = rule(config, state, angle)
+    triggered = state.pending == 0 and test.fires
 
     # 3. Running-average bookkeeping (the adapter holds W itself).
     pending = state.pending
@@ -126,8 +151,10 @@ def advance(
 
     # 4. Drop when n_d vectors have been averaged.
     lrs = state.lrs
+    next_theta = state.theta
     apply_average = dropped = exhausted = False
-    remembered_smoothed = smoothed
+    angles, recent = test.angles, test.recent
+    remembered_smoothed = None if config.trigger == "calibrated" else test.smoothed
     if pending == config.drop_delay:
         apply_average = True
         lrs = tuple(
@@ -135,8 +162,11 @@ def advance(
         )
         dropped = any(new < old for new, old in zip(lrs, state.lrs))
         exhausted = not dropped
-        theta = min(config.max_threshold, theta / config.drop_factor)
         pending = 0
+        if config.trigger == "calibrated":
+            recent = ()  # the next test sees only angles taken at the new lr
+        else:
+            next_theta = min(config.max_threshold, state.theta / config.drop_factor)
         if config.reset_on_drop:
             angles = ()
             remembered_smoothed = None
@@ -144,25 +174,27 @@ def advance(
     decision = Decision(
         epoch=epoch,
         angle=angle,
-        smoothed_angle=smoothed,
-        delta=delta,
-        threshold=state.theta,
+        smoothed_angle=test.smoothed,
+        delta=test.delta,
+        threshold=test.threshold,
         triggered=triggered,
         average_weight=weight,
         apply_average=apply_average,
         dropped=dropped,
         exhausted=exhausted,
         lrs=lrs,
+        rise=test.rise,
     )
     # 5. Remember sq_norm(t) and m(t).
     new_state = replace(
         state,
         epoch=epoch,
         lrs=lrs,
-        theta=theta,
+        theta=next_theta,
         prev_sq_norm=sq_norm,
         angles=angles,
         prev_smoothed_angle=remembered_smoothed,
         pending=pending,
+        recent=recent,
     )
     return decision, new_state

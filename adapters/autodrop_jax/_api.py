@@ -60,7 +60,7 @@ def init(params: Any, lrs: Sequence[float] | float, **config: Any) -> AutoDropSt
             sharded or not). They are copied, never kept by reference.
         lrs: starting lr of each parameter group (one float means one group).
         **config: the spec's settings: ``min_lr``, ``drop_factor``, ``threshold``,
-            ``max_threshold``, ``drop_delay``, ``angle_window``, ``reset_on_drop``.
+            ``max_threshold``, ``drop_delay``, ``angle_window``, ``reset_on_drop``, ``trigger``.
 
     Raises:
         autodrop_core.ConfigError: a setting is out of its valid range.

@@ -19,17 +19,26 @@ import numpy as np
 
 from autodrop_core import AutoDropConfig, StateError
 from autodrop_core import AutoDropState as CoreState
+from autodrop_core._calibrated import MAX_HISTORY
 
 __all__ = ["AutoDropState", "decode_core", "encode_core"]
 
 #: Layout version of the encoded core state (bumped when the layout below changes).
+#: Layout 1 is the paper trigger's (unchanged, so its checkpoints keep their shape);
+#: layout 2, for ``trigger="calibrated"``, appends len(recent) and MAX_HISTORY slots.
 CORE_LAYOUT_VERSION = 1
+CALIBRATED_LAYOUT_VERSION = 2
 _HEADER = 9  # layout version, core version, epoch, pending, theta, prev_sq_norm, has m, m, len(H)
 _CONFIG_TAIL = 6  # drop_factor, threshold, max_threshold, drop_delay, angle_window, reset_on_drop
 
 
+def _calibrated_slots(config: AutoDropConfig) -> int:
+    return 1 + MAX_HISTORY if config.trigger == "calibrated" else 0
+
+
 def _layout_size(config: AutoDropConfig) -> int:
-    return _HEADER + config.angle_window + config.num_groups + 2 * config.num_groups + _CONFIG_TAIL
+    base = _HEADER + config.angle_window + config.num_groups + 2 * config.num_groups + _CONFIG_TAIL
+    return base + _calibrated_slots(config)
 
 
 def _config_values(config: AutoDropConfig) -> list[float]:
@@ -54,8 +63,12 @@ def encode_core(state: CoreState, config: AutoDropConfig) -> np.ndarray:
     window = [0.0] * config.angle_window
     window[: len(state.angles)] = state.angles
     smoothed = state.prev_smoothed_angle
+    calibrated = config.trigger == "calibrated"
+    recent: list[float] = []
+    if calibrated:
+        recent = [float(len(state.recent)), *state.recent, *[0.0] * (MAX_HISTORY - len(state.recent))]
     values = [
-        float(CORE_LAYOUT_VERSION),
+        float(CALIBRATED_LAYOUT_VERSION if calibrated else CORE_LAYOUT_VERSION),
         float(state.version),
         float(state.epoch),
         float(state.pending),
@@ -67,6 +80,7 @@ def encode_core(state: CoreState, config: AutoDropConfig) -> np.ndarray:
         *window,
         *state.lrs,
         *_config_values(config),
+        *recent,
     ]
     bits: np.ndarray = np.asarray(values, dtype="<f8").view("<u4").copy()
     return bits
@@ -88,8 +102,19 @@ def decode_core(blob: Any, config: AutoDropConfig) -> CoreState:
             f"(angle_window={config.angle_window}, {config.num_groups} group(s))"
         )
     values = bits.view("<f8").tolist()
-    if values[0] != CORE_LAYOUT_VERSION:
-        raise StateError(f"encoded core layout version={values[0]!r} is not readable: expected {CORE_LAYOUT_VERSION}")
+    layout = CALIBRATED_LAYOUT_VERSION if config.trigger == "calibrated" else CORE_LAYOUT_VERSION
+    if values[0] != layout:
+        raise StateError(
+            f"encoded core layout version={values[0]!r} is not readable: expected {layout} "
+            f"for trigger={config.trigger!r}"
+        )
+    slots = _calibrated_slots(config)
+    recent: list[float] = []
+    if slots:
+        values, tail = values[:-slots], values[-slots:]
+        if not (tail[0] == int(tail[0]) and 0 <= tail[0] <= MAX_HISTORY):
+            raise StateError(f"encoded core state holds {tail[0]!r} recent angles, expected 0..{MAX_HISTORY}")
+        recent = tail[1 : 1 + int(tail[0])]
     window, groups = config.angle_window, config.num_groups
     n_angles = values[8]
     if not (n_angles == int(n_angles) and 0 <= n_angles <= window):
@@ -113,6 +138,7 @@ def decode_core(blob: Any, config: AutoDropConfig) -> CoreState:
         "prev_smoothed_angle": values[7] if values[6] else None,
         "angles": values[_HEADER : _HEADER + int(n_angles)],
         "lrs": lrs,
+        "recent": recent,
     }
     return CoreState.from_dict(data, config)
 

@@ -65,7 +65,7 @@ class NumpyAutoDrop:
         lrs: starting lr of each parameter group (one float means one group).
         **config: the spec's keyword settings (``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
-            ``reset_on_drop``).
+            ``reset_on_drop``, ``trigger``).
 
     Call :meth:`end_epoch` after each epoch's training; read :attr:`lrs` before the
     next.

@@ -27,7 +27,7 @@ __all__ = ["AutoDrop"]
 #: Config fields a restored checkpoint must share with the object it is loaded into
 #: (the starting ``lrs`` may differ: the optimizer may already hold a dropped lr).
 _MATCHING_FIELDS = (
-    "min_lr", "drop_factor", "threshold", "max_threshold", "drop_delay", "angle_window", "reset_on_drop",
+    "min_lr", "drop_factor", "threshold", "max_threshold", "drop_delay", "angle_window", "reset_on_drop", "trigger",
 )
 
 
@@ -70,7 +70,7 @@ class AutoDrop(tf.Module):
             measured, e.g. BatchNorm moving statistics.
         **settings: the spec's keyword settings (``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
-            ``reset_on_drop``).
+            ``reset_on_drop``, ``trigger``).
 
     The snapshot x̂(0) is taken at construction (and an explicit ``lrs`` is written into
     the optimizer). Call :meth:`end_epoch` after each epoch's training.

@@ -34,7 +34,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         verbose: 1 prints a line at each drop.
         **settings: the spec's keyword settings: ``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
-            ``reset_on_drop``.
+            ``reset_on_drop``, ``trigger``.
 
     Each epoch it writes ``logs["learning_rate"]`` (the lr used in that epoch, as
     Keras' own lr callbacks do) and ``logs["autodrop_angle"]`` (degrees, NaN when

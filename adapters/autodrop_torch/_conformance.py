@@ -49,6 +49,7 @@ class TorchRun:
             drop_delay=config.drop_delay,
             angle_window=config.angle_window,
             reset_on_drop=config.reset_on_drop,
+            trigger=config.trigger,
         )
 
     def set_params(self, values: Sequence[np.ndarray[Any, Any]]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -63,6 +63,9 @@ class AutoDrop(LRScheduler):
         drop_delay: n_d, vectors averaged before a drop (trigger epoch included), >= 1.
         angle_window: w, the trigger compares means of the last w angles, >= 1.
         reset_on_drop: a drop clears the angle history.
+        trigger: ``"paper"`` (default) or ``"calibrated"``: a flatness test of the angles
+            since the last drop that sets its own threshold from their noise (docs/spec.md);
+            ``AutoDrop(optimizer, model=model, trigger="calibrated")`` needs nothing else.
         snapshot_device: where x̂, s(t-1) and the average live; None (default) keeps
             them next to each parameter, ``"cpu"`` saves accelerator memory at the cost
             of copying the parameters to the host once per epoch.
@@ -88,6 +91,7 @@ class AutoDrop(LRScheduler):
         drop_delay: int = DEFAULTS["drop_delay"],
         angle_window: int = DEFAULTS["angle_window"],
         reset_on_drop: bool = DEFAULTS["reset_on_drop"],
+        trigger: Literal["paper", "calibrated"] = DEFAULTS["trigger"],
         snapshot_device: str | torch.device | None = None,
     ) -> None:
         # As every torch scheduler: a group's starting lr is its "initial_lr" when an earlier
@@ -102,6 +106,7 @@ class AutoDrop(LRScheduler):
             drop_delay=drop_delay,
             angle_window=angle_window,
             reset_on_drop=reset_on_drop,
+            trigger=trigger,
         )
         self._shared_floor: float | None = None if _per_group(min_lr) else self._config.floors[0]
         for g, group in enumerate(optimizer.param_groups):

@@ -14,10 +14,19 @@ Figures 1 and 3. Needs the ``nqm`` extra (numpy, numba, matplotlib, tqdm);
 106.3
 """
 
-from autodrop_core.nqm._experiments import FIGURE1_LRS, THEOREM1_SIGMAS, Theorem1Row, figure1_runs, theorem1_rows
+from autodrop_core.nqm._experiments import (
+    FIGURE1_LRS,
+    THEOREM1_SIGMAS,
+    THEOREM1_TOLERANCE,
+    Theorem1Row,
+    figure1_runs,
+    ratio_of_means_angle,
+    theorem1_rows,
+)
 from autodrop_core.nqm._figure3 import AutoDropRun, autodrop_run, figure3_lrs
 from autodrop_core.nqm._model import (
     PRESETS,
+    ZHANG2019_BATCH_SIZE,
     Momentum,
     NoisyQuadratic,
     figure1_model,
@@ -42,6 +51,8 @@ __all__ = [
     "FIGURE1_LRS",
     "PRESETS",
     "THEOREM1_SIGMAS",
+    "THEOREM1_TOLERANCE",
+    "ZHANG2019_BATCH_SIZE",
     "AutoDropRun",
     "ExpectedDynamics",
     "Momentum",
@@ -58,6 +69,7 @@ __all__ = [
     "nesterov",
     "participation_ratio",
     "preset",
+    "ratio_of_means_angle",
     "sgd",
     "simulate",
     "standard_normals",

@@ -3,11 +3,15 @@
 Each iteration is one AutoDrop epoch: the run's two step reductions go to
 :class:`autodrop_core.Controller` (preview, apply, commit), and the decision is applied the
 way the numpy reference adapter applies it (running average W, parameters replaced by W,
-new lr). Nothing here re-implements a decision rule; plotting lives in ``_plots.py``.
+new lr). Either trigger rule runs: ``trigger="paper"`` with the paper's NQM settings
+(a 20-iteration angle window cleared at each drop) or ``trigger="calibrated"`` with the
+core's defaults. Nothing here re-implements a decision rule (the noise-free diagnostic
+calls the core's own flatness test on closed-form angles); plotting lives in ``_plots.py``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +19,17 @@ import numpy as np
 import numpy.typing as npt
 
 from autodrop_core import AutoDropConfig, Controller
+from autodrop_core._calibrated import MAX_HISTORY, flatness_test
 from autodrop_core.nqm._model import NoisyQuadratic
 from autodrop_core.nqm._oracles import expected_dynamics, stationary_second_moment
-from autodrop_core.nqm._simulate import NQMRun, _progress_bar, simulate, step_angles, window_means
+from autodrop_core.nqm._simulate import NQMRun, _progress_bar, simulate, step_angles
 
-__all__ = ["AutoDropRun", "autodrop_run", "figure3_lrs"]
+__all__ = ["FIGURE3_SETTINGS", "PAPER_NQM_SETTINGS", "AutoDropRun", "autodrop_run", "figure3_lrs"]
+
+#: The paper's Figure 3 schedule, shared by both triggers: lr 0.06, floor 0.001, drop factor 0.5.
+FIGURE3_SETTINGS: dict[str, Any] = {"lrs": (0.06,), "min_lr": 0.001, "drop_factor": 0.5}
+#: What the paper's NQM experiment adds for its own trigger (the calibrated trigger refuses them).
+PAPER_NQM_SETTINGS: dict[str, Any] = {"angle_window": 20, "reset_on_drop": True}
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -50,11 +60,18 @@ class AutoDropRun:
         baseline_loss: their excess loss, (len(baseline_lrs), T + 1).
         dot, sq_norm: the reductions fed to the controller at each iteration, (T,).
         delta: the controller's delta(t) (NaN where undefined), (T,).
-        threshold: theta in force at each iteration, (T,).
+        threshold: paper: theta in force at each iteration; calibrated: the measured noise
+            sigma (NaN while the test has too few angles), (T,).
         expected_delta: the same delta computed from the closed-form expected angle under
-            the run's own lr schedule, (T,): the trend without the noise. Exact for
-            ``drop_delay=1``; with averaging it ignores the jumps to the averages.
-        expected_smoothed: the closed-form expected angle's window mean behind ``expected_delta``.
+            the run's own lr schedule, with the run's own window, resets and drops, (T,):
+            the trend without the noise (paper: change of the window mean; calibrated: the
+            fitted change over the same test window). Exact for ``drop_delay=1``; with
+            averaging the closed form ignores the jumps to the averages.
+        expected_smoothed: the closed-form counterpart of ``smoothed`` (paper: window mean;
+            calibrated: the test window's mean).
+        expected_fires: whether the trigger's test passes on the closed-form angles (with the
+            run's own theta or sigma), (T,).
+        trigger: the trigger rule, "paper" or "calibrated".
         floor_stationary_loss: plain SGD's stationary expected loss at the lowest lr reached.
         tail: iterations at the end over which the final loss is averaged.
     """
@@ -74,16 +91,20 @@ class AutoDropRun:
     threshold: FloatArray | None = None
     expected_delta: FloatArray | None = None
     expected_smoothed: FloatArray | None = None
+    expected_fires: npt.NDArray[np.bool_] | None = None
+    trigger: str = "paper"
     floor_stationary_loss: float = float("nan")
     tail: int = 100
 
     def noise_triggers(self) -> list[int]:
-        """Triggers at which the noise-free trend of the smoothed angle was still >= theta.
+        """Triggers at which the trigger's test failed on the noise-free (closed-form) angles.
 
-        There the saturation signal came from the noise of the angle, not from saturation.
+        There the saturation signal came from the noise of the angle, not from saturation
+        (paper: the noise-free change was still >= theta; calibrated: the noise-free fitted
+        change exceeded the measured sigma, or the noise-free window had fallen).
         """
-        assert self.expected_delta is not None and self.threshold is not None
-        return [t for t in self.triggers if not self.expected_delta[t - 1] < self.threshold[t - 1]]
+        assert self.expected_fires is not None
+        return [t for t in self.triggers if not self.expected_fires[t - 1]]
 
     def final_loss(self) -> float:
         """Mean excess loss over the last ``tail`` iterations."""
@@ -107,12 +128,13 @@ class AutoDropRun:
                     "iteration": it,
                     "lr": lr,
                     "trigger": trigger,
-                    "threshold": float(self.threshold[trigger - 1]),
+                    "threshold": float(self.threshold[trigger - 1]),  # paper: theta; calibrated: sigma
                     "delta": float(self.delta[trigger - 1]),
                     "expected_delta": float(self.expected_delta[trigger - 1]),
                 }
             )
         return {
+            "trigger": self.trigger,
             "iterations": int(self.lr.size),
             "drops": drops,
             "triggers": len(self.triggers),
@@ -144,11 +166,14 @@ def autodrop_run(
         seed: the noise seed (the constant-lr baselines share it).
         start: x(0) for every coordinate.
         progress: show progress bars on stderr.
-        **config: :class:`AutoDropConfig` fields; defaults are the paper's Figure 3 (lr 0.06,
-            floor 0.001, drop factor 0.5) with ``angle_window=20`` and ``reset_on_drop=True``.
+        **config: :class:`AutoDropConfig` fields. Defaults: the paper's Figure 3 schedule
+            (lr 0.06, floor 0.001, drop factor 0.5); with ``trigger="paper"`` (the default)
+            also ``angle_window=20`` and ``reset_on_drop=True``, with ``trigger="calibrated"``
+            the core's defaults for everything else.
     """
-    settings: dict[str, Any] = {"lrs": (0.06,), "min_lr": 0.001, "drop_factor": 0.5, "angle_window": 20}
-    settings["reset_on_drop"] = True
+    settings: dict[str, Any] = dict(FIGURE3_SETTINGS)
+    if config.get("trigger", "paper") == "paper":
+        settings.update(PAPER_NQM_SETTINGS)
     settings.update(config)
     controller = Controller(AutoDropConfig(**settings))
     run = NQMRun(model, controller.lrs[0], seed, start=start)
@@ -156,9 +181,10 @@ def autodrop_run(
     loss[0] = float(model.loss(run.x))
     lrs, smoothed = np.empty(iters), np.full(iters, np.nan)
     dots, sqs = np.empty(iters), np.empty(iters)
-    deltas, thetas = np.full(iters, np.nan), np.empty(iters)
+    deltas, thetas = np.full(iters, np.nan), np.full(iters, np.nan)
+    averaged_at = np.zeros(iters, dtype=bool)
     average: FloatArray | None = None
-    result = AutoDropRun(loss, lrs, np.empty(0), smoothed)
+    result = AutoDropRun(loss, lrs, np.empty(0), smoothed, trigger=controller.config.trigger)
     bar = _bar(iters, progress)
     for t in range(iters):
         lrs[t] = run.lr
@@ -174,6 +200,7 @@ def autodrop_run(
             assert average is not None
             run.set_x(average)
             average = None
+            averaged_at[t] = True
         run.lr = decision.lrs[0]
         controller.commit(decision, state)
         loss[t + 1] = float(model.loss(run.x)) if decision.apply_average else float(step_loss[0])
@@ -181,7 +208,8 @@ def autodrop_run(
             smoothed[t] = decision.smoothed_angle
         if decision.delta is not None:
             deltas[t] = decision.delta
-        thetas[t] = decision.threshold
+        if decision.threshold is not None:
+            thetas[t] = decision.threshold
         if decision.triggered:
             result.triggers.append(t + 1)
         if decision.dropped:
@@ -195,14 +223,76 @@ def autodrop_run(
     result.delta, result.threshold = deltas, thetas
     result.dot, result.sq_norm = dots, sqs
     cfg = controller.config
-    expected = window_means(expected_dynamics(model, lrs, iters, start).ratio_angle(), cfg.angle_window)
-    result.expected_smoothed = expected
+    expected_angle = expected_dynamics(model, lrs, iters, start).ratio_angle()
+    if cfg.trigger == "paper":
+        _noise_free_paper(result, expected_angle, averaged_at, cfg.angle_window, cfg.reset_on_drop)
+    else:
+        _noise_free_calibrated(result, expected_angle, averaged_at)
     result.floor_stationary_loss = float(0.5 * model.curvature @ stationary_second_moment(model, float(lrs[-1])))
-    result.expected_delta = np.abs(np.diff(expected, prepend=np.nan))
     result.baseline_lrs = figure3_lrs(cfg.lrs[0], cfg.floors[0], cfg.drop_factor)
     base = simulate(model, result.baseline_lrs, [seed], iters, start=start, progress=progress)
     result.baseline_loss = base.loss[:, 0, :]
     return result
+
+
+def _noise_free_paper(
+    result: AutoDropRun, expected_angle: FloatArray, averaged_at: npt.NDArray[np.bool_], window: int, reset: bool
+) -> None:
+    """The paper's test on the closed-form angles, with the run's own H: the same window, resets and theta."""
+    iters = expected_angle.size
+    smoothed, delta = np.full(iters, np.nan), np.full(iters, np.nan)
+    assert result.threshold is not None
+    defined = np.isfinite(result.angle) & np.isfinite(expected_angle)
+    history: list[float] = []
+    previous = math.nan
+    for t in range(iters):
+        if defined[t]:
+            history.append(float(expected_angle[t]))
+            del history[:-window]
+        else:
+            history.clear()
+        current = _left_sum(history) / window if len(history) == window else math.nan
+        smoothed[t] = current
+        delta[t] = abs(current - previous)  # NaN unless both are defined
+        previous = current
+        if averaged_at[t] and reset:
+            history.clear()
+            previous = math.nan
+    result.expected_smoothed, result.expected_delta = smoothed, delta
+    with np.errstate(invalid="ignore"):
+        result.expected_fires = np.isfinite(delta) & (delta < result.threshold)
+
+
+def _left_sum(values: list[float]) -> float:
+    total = 0.0
+    for v in values:  # oldest to newest, as the core adds them
+        total += v
+    return total
+
+
+def _noise_free_calibrated(result: AutoDropRun, expected_angle: FloatArray, averaged_at: npt.NDArray[np.bool_]) -> None:
+    """The calibrated test on the closed-form angles of the same epochs as the run's own R.
+
+    R holds the defined angles since the last applied average (at most MAX_HISTORY); the
+    noise-free test uses the closed-form angle at those epochs and the run's measured sigma.
+    """
+    iters = expected_angle.size
+    smoothed, delta = np.full(iters, np.nan), np.full(iters, np.nan)
+    fires = np.zeros(iters, dtype=bool)
+    assert result.threshold is not None
+    defined = np.isfinite(result.angle) & np.isfinite(expected_angle)
+    epochs: list[int] = []
+    for t in range(iters):
+        if defined[t]:
+            epochs.append(t)
+            del epochs[:-MAX_HISTORY]
+        test = flatness_test(tuple(float(expected_angle[k]) for k in epochs))
+        if test is not None:
+            smoothed[t], delta[t] = test.window_mean, test.change
+            fires[t] = bool(test.change <= result.threshold[t] and test.rise >= 0.0)
+        if averaged_at[t]:
+            epochs.clear()
+    result.expected_smoothed, result.expected_delta, result.expected_fires = smoothed, delta, fires
 
 
 def _bar(total: int, enabled: bool) -> Any:

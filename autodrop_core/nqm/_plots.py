@@ -7,6 +7,7 @@ so that they are safe to call from tests and from other programs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,40 +68,64 @@ def plot_figure1(model: NoisyQuadratic, traj: Trajectories, out: str | Path, sta
     return _save(fig, out)
 
 
-def plot_figure3(model: NoisyQuadratic, run: AutoDropRun, out: str | Path) -> Path:
-    """Loss, smoothed angle and lr of an AutoDrop run, against constant lrs (shared noise)."""
-    fig = Figure(figsize=(12, 4))
-    loss_ax, angle_ax, lr_ax = fig.subplots(1, 3)
-    iters = run.lr.size
-    steps = np.arange(iters + 1)
-    assert run.baseline_loss is not None
-    for i, lr in enumerate(run.baseline_lrs):
-        loss_ax.plot(steps, run.baseline_loss[i], color=_COLOURS[i % len(_COLOURS)], lw=0.7, alpha=0.6,
-                     label=f"constant {lr:g}")
-    loss_ax.plot(steps, run.loss, color="k", lw=1.4, label="AutoDrop")
-    loss_ax.set_yscale("log")
-    _style(loss_ax, "excess loss")
-    loss_ax.legend(fontsize=7, ncol=2)
-    angle_ax.plot(steps[1:], run.smoothed, color="k", lw=1, label=f"AutoDrop m(t), window {_WINDOW}")
-    if run.expected_smoothed is not None:
-        angle_ax.plot(
-            steps[1:], run.expected_smoothed, color="tab:blue", lw=0.8, ls="--", label="noise-free (closed form)"
-        )
-    for it, _ in run.drops:
-        for ax in (angle_ax, lr_ax):
-            ax.axvline(it, color="tab:red", lw=0.6, alpha=0.6)
-    _style(angle_ax, "smoothed angle (deg); red: drops")
-    angle_ax.legend(fontsize=8)
-    lr_ax.step(steps[1:], run.lr, where="post", color="k")
-    lr_ax.set_yscale("log")
-    _style(lr_ax, "learning rate")
-    last = run.drops[-1][0] if run.drops else iters
-    for ax in (angle_ax, lr_ax):
-        ax.set_xlim(0, min(iters, max(4 * last, 200)))
-    fig.suptitle(
-        f"AutoDrop on NQM {model.name} (paper's Figure 3): final loss {run.final_loss():.3g}, "
-        f"best constant {min(run.baseline_final_losses().values()):.3g}",
-        fontsize=10,
-    )
+_TRIGGER_COLOURS = {"paper": "k", "calibrated": "tab:blue"}
+
+
+def plot_figure3(panels: Sequence[tuple[NoisyQuadratic, Sequence[AutoDropRun]]], out: str | Path) -> Path:
+    """One row per model: loss, smoothed angle and lr of each AutoDrop run, against constant lrs.
+
+    The runs of one row share the model, the seed and the iterations (so the constant-lr
+    baselines of the first run stand for all of them).
+    """
+    if not panels or any(not runs for _, runs in panels):
+        raise ValueError("panels is empty or holds a model without runs: expected (model, [run, ...]) pairs")
+    fig = Figure(figsize=(13, 3.6 * len(panels)))
+    axes = fig.subplots(len(panels), 3, squeeze=False)
+    for (model, runs), (loss_ax, angle_ax, lr_ax) in zip(panels, axes):
+        _figure3_row(model, runs, loss_ax, angle_ax, lr_ax)
+    fig.suptitle("AutoDrop on the NQM (paper's Figure 3), one iteration per AutoDrop epoch", fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def _figure3_row(
+    model: NoisyQuadratic, runs: Sequence[AutoDropRun], loss_ax: Axes, angle_ax: Axes, lr_ax: Axes
+) -> None:
+    first = runs[0]
+    iters = first.lr.size
+    steps = np.arange(iters + 1)
+    assert first.baseline_loss is not None
+    for i, lr in enumerate(first.baseline_lrs):
+        loss_ax.plot(steps, first.baseline_loss[i], color=_COLOURS[i % len(_COLOURS)], lw=0.7, alpha=0.6,
+                     label=f"constant {lr:g}")
+    last = 0
+    for run in runs:
+        colour = _TRIGGER_COLOURS.get(run.trigger, "tab:purple")
+        loss_ax.plot(steps, run.loss, color=colour, lw=1.3, label=f"AutoDrop {run.trigger}")
+        what = f"m(t), window {_WINDOW}" if run.trigger == "paper" else "test-window mean"
+        angle_ax.plot(steps[1:], run.smoothed, color=colour, lw=1, label=f"{run.trigger}: {what} (dashed: noise-free)")
+        if run.expected_smoothed is not None:
+            angle_ax.plot(steps[1:], run.expected_smoothed, color=colour, lw=0.8, ls="--", alpha=0.7)
+        for it, _ in run.drops:
+            for ax in (angle_ax, lr_ax):
+                ax.axvline(it, color=colour, lw=0.6, alpha=0.5, ls=":")
+        lr_ax.step(steps[1:], run.lr, where="post", color=colour, lw=1.2, label=f"AutoDrop {run.trigger}")
+        last = max(last, run.drops[-1][0] if run.drops else iters)
+    loss_ax.set_yscale("log")
+    _style(loss_ax, "excess loss")
+    loss_ax.legend(fontsize=6, ncol=2)
+    _style(angle_ax, "smoothed angle (deg)")
+    angle_ax.legend(fontsize=7)
+    lr_ax.set_yscale("log")
+    _style(lr_ax, "learning rate; dotted: drops")
+    lr_ax.legend(fontsize=7)
+    for ax in (angle_ax, lr_ax):
+        ax.set_xlim(0, min(iters, max(4 * last, 200)))
+    finals = ", ".join(f"AutoDrop {run.trigger} {run.final_loss():.3g}" for run in runs)
+    finals_constant = first.baseline_final_losses()
+    best = min(finals_constant, key=finals_constant.__getitem__)
+    angle_ax.set_title(
+        f"{model.name}: final loss (mean of last {first.tail}) {finals}, best constant ({best:g}) "
+        f"{finals_constant[best]:.3g}",
+        fontsize=9,
+    )

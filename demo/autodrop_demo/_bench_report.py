@@ -7,6 +7,7 @@ a single seed). This module must not train anything.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import statistics
@@ -16,7 +17,14 @@ from typing import Any
 
 from autodrop_demo._plot import plot_bench_curves, plot_bench_summary
 
-__all__ = ["aggregate", "autodrop_notes", "figures", "markdown_tables"]
+__all__ = ["aggregate", "angle_noise", "autodrop_notes", "figures", "goal_table", "markdown_tables"]
+
+#: The fixed schedules the calibrated trigger is held against on tasks that need drops.
+FIXED_SCHEDULES = ("step", "cosine", "plateau")
+#: The goal: calibrated AutoDrop within this relative margin of the reference (best fixed schedule or constant).
+GOAL_MARGIN = 0.10
+#: The paper's threshold, in degrees: how often one epoch's change of angle falls below it.
+PAPER_THRESHOLD = 0.01
 
 Group = dict[str, Any]
 
@@ -186,3 +194,82 @@ def autodrop_notes(records: Sequence[Mapping[str, Any]], tasks: Iterable[str]) -
                 f"{same} reproduce the constant-lr run (same seed and lr) epoch by epoch."
             )
     return "\n".join(lines)
+
+
+def _task_means(records: Sequence[Mapping[str, Any]], task: str) -> dict[str, float]:
+    """Mean final test error of each method on ``task`` over every initial lr and seed (diverged runs excluded)."""
+    finals: dict[str, list[float]] = {}
+    for r in records:
+        if r["spec"]["task"] == task and not r["diverged"]:
+            finals.setdefault(r["spec"]["method"], []).append(r["final"])
+    return {m: statistics.fmean(v) for m, v in finals.items() if v}
+
+
+def angle_noise(records: Sequence[Mapping[str, Any]], task: str) -> tuple[float, float, float] | None:
+    """The per-epoch angle noise of the constant-lr runs of ``task``.
+
+    Returns ``(noise, share, cells)`` averaged over those runs: ``noise`` is the
+    successive-difference standard deviation of the angle over the second half of the
+    budget (where the angle has saturated), in degrees; ``share`` is the fraction of
+    epochs whose change of angle is below the paper's 0.01 degrees; ``cells`` the runs.
+    None when the task has no constant run with angles.
+    """
+    noises, shares = [], []
+    for r in records:
+        if r["spec"]["task"] != task or r["spec"]["method"] != "constant" or r["diverged"]:
+            continue
+        angles = r.get("angle") or []
+        half = [a for a in angles[len(angles) // 2 :] if a is not None]
+        deltas = [abs(b - a) for a, b in itertools.pairwise(angles) if a is not None and b is not None]
+        if len(half) < 3 or not deltas:
+            continue
+        squared = [(b - a) ** 2 for a, b in itertools.pairwise(half)]
+        noises.append(math.sqrt(statistics.fmean(squared) / 2))
+        shares.append(sum(d < PAPER_THRESHOLD for d in deltas) / len(deltas))
+    if not noises:
+        return None
+    return statistics.fmean(noises), statistics.fmean(shares), float(len(noises))
+
+
+def goal_table(records: Sequence[Mapping[str, Any]], tasks: Mapping[str, bool]) -> str:
+    """Per task: does it need drops (step beats constant by the margin), and does calibrated AutoDrop meet its goal?
+
+    Args:
+        records: every run record.
+        tasks: task name -> whether the task is declared to need lr drops.
+    """
+    from autodrop_demo._bench_runs import NEEDS_DROPS_MARGIN
+
+    rows = []
+    for task, needs in tasks.items():
+        means = _task_means(records, task)
+        if not {"constant", "autodrop-calibrated"} <= set(means):
+            continue
+        constant = means["constant"]
+        step_gain = (constant - means["step"]) / constant if "step" in means and constant > 0 else math.nan
+        fixed = {m: means[m] for m in FIXED_SCHEDULES if m in means}
+        best_fixed = min(fixed, key=fixed.__getitem__) if fixed else None
+        reference_name = best_fixed if needs else "constant"
+        reference = means[reference_name] if reference_name else math.nan
+        calibrated = means["autodrop-calibrated"]
+        ratio = calibrated / reference if reference > 0 else math.nan
+        met = ratio <= 1 + GOAL_MARGIN
+        noise = angle_noise(records, task)
+        rows.append([
+            task,
+            ("needs drops" if needs else "do no harm")
+            + (f"; step beats constant by {100 * step_gain:.0f}%" if not math.isnan(step_gain) else "")
+            + ("" if not needs or step_gain >= NEEDS_DROPS_MARGIN
+               else f" (< {100 * NEEDS_DROPS_MARGIN:.0f}%: CHECK FAILED)"),
+            f"{100 * means['autodrop']:.2f}" if "autodrop" in means else "-",
+            f"{100 * calibrated:.2f}",
+            f"{100 * fixed[best_fixed]:.2f} ({best_fixed})" if best_fixed else "-",
+            f"{100 * constant:.2f}",
+            f"{ratio:.2f} vs {reference_name}: " + ("met" if met else "NOT met"),
+            "-" if noise is None else f"{noise[0]:.2f}",
+            "-" if noise is None else f"{100 * noise[1]:.2f}%",
+        ])
+    header = ["task", "kind", "paper [%]", "calibrated [%]", "best fixed [%]", "constant [%]",
+              f"calibrated / reference (goal <= {1 + GOAL_MARGIN:.2f})", "angle noise [deg]",
+              f"epochs with delta < {PAPER_THRESHOLD:g} deg"]
+    return "\n".join(_table(header, rows))

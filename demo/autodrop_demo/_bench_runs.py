@@ -10,27 +10,74 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autodrop_demo._data import Split, load_digits_split, load_mnist1d
-from autodrop_demo._models import Cnn1d, Mlp
+from autodrop_demo._data import Split, load_digits_augmented, load_digits_split, load_mnist1d
+from autodrop_demo._models import Cnn1d, Cnn1dBn, Mlp, MlpBn
 from autodrop_demo._schedules import schedule_factory
 from autodrop_demo._train import TrainSettings, train
 
-__all__ = ["TASKS", "VAL_FRACTION", "RunSpec", "init_worker", "load_cached", "run_one", "store"]
+__all__ = ["NEEDS_DROPS_MARGIN", "TASKS", "VAL_FRACTION", "RunSpec", "Task", "init_worker", "load_cached", "run_one",
+           "store"]
 
 #: Share of each task's training data held out as the validation split (used by ReduceLROnPlateau only;
 #: every method trains on the same remaining rows).
 VAL_FRACTION = 0.1
 
-#: Task name -> (description, batch size). The models are built in :func:`_model`.
-TASKS: dict[str, tuple[str, int]] = {
-    "mnist1d": ("MNIST-1D, 1-D CNN (3 conv layers of 16 channels, 2.5k parameters), batch 512", 512),
-    "digits": ("scikit-learn digits, MLP (64-128-128-10, 26k parameters), batch 128", 128),
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: data, model and batch size.
+
+    Attributes:
+        description: one line for reports.
+        batch_size: examples per SGD step.
+        needs_drops: a task on which lr drops are expected to matter (the bench checks it:
+            step must beat constant by at least :data:`NEEDS_DROPS_MARGIN`); the others are
+            "do no harm" tasks.
+        split: builds the data (with :data:`VAL_FRACTION` held out).
+        model: builds the untrained network (called under the run's seed).
+    """
+
+    description: str
+    batch_size: int
+    needs_drops: bool
+    split: Callable[[], Split]
+    model: Callable[[], torch.nn.Module]
+
+
+#: Relative margin by which the step schedule must beat the constant lr on a task that needs drops.
+NEEDS_DROPS_MARGIN = 0.2
+
+#: The benchmark's tasks, by name; the first three need lr drops, the last two are "do no harm" tasks.
+TASKS: dict[str, Task] = {
+    "mnist1d-mlp": Task(
+        "MNIST-1D with 30,000 signals (24k train), MLP 40-256-256-10 with BatchNorm (79k parameters), batch 128",
+        128, True, lambda: load_mnist1d(VAL_FRACTION, num_samples=30000, name="mnist1d-mlp"), lambda: MlpBn(40, 256),
+    ),
+    "mnist1d-cnn": Task(
+        "MNIST-1D with 20,000 signals (16k train), 1-D CNN (2 conv layers of 16 channels, dense 320, BatchNorm; "
+        "55k parameters), batch 128",
+        128, True, lambda: load_mnist1d(VAL_FRACTION, num_samples=20000, name="mnist1d-cnn"),
+        lambda: Cnn1dBn(40, channels=16, hidden=320),
+    ),
+    "digits-jitter": Task(
+        "scikit-learn digits, 12 jittered copies per training image (15k train), MLP 64-256-256-10 with BatchNorm "
+        "(86k parameters), batch 128",
+        128, True, lambda: load_digits_augmented(VAL_FRACTION), lambda: MlpBn(64, 256),
+    ),
+    "mnist1d": Task(
+        "MNIST-1D (4,000 train), 1-D CNN (3 conv layers of 16 channels, 2.5k parameters), batch 512",
+        512, False, lambda: load_mnist1d(VAL_FRACTION), lambda: Cnn1d(channels=16),
+    ),
+    "digits": Task(
+        "scikit-learn digits (1,257 train), MLP 64-128-128-10 (26k parameters), batch 128",
+        128, False, lambda: load_digits_split(VAL_FRACTION), lambda: Mlp(hidden=128),
+    ),
 }
 
 
@@ -49,24 +96,12 @@ class RunSpec:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
         if not self.model:
-            object.__setattr__(self, "model", TASKS[self.task][0])
+            object.__setattr__(self, "model", TASKS[self.task].description)
 
     @property
     def key(self) -> str:
         """A file-name-safe identifier."""
         return f"{self.task}-{self.method}-lr{self.lr:g}-seed{self.seed}-e{self.epochs}"
-
-
-def _split(task: str) -> Split:
-    if task == "mnist1d":
-        return load_mnist1d(VAL_FRACTION)
-    if task == "digits":
-        return load_digits_split(VAL_FRACTION)
-    raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-
-
-def _model(task: str) -> torch.nn.Module:
-    return Cnn1d(channels=16) if task == "mnist1d" else Mlp(hidden=128)
 
 
 def init_worker() -> None:
@@ -80,11 +115,11 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     A run whose training loss becomes NaN or infinite is recorded as diverged (its
     errors are null) rather than aborting the benchmark.
     """
-    settings = TrainSettings(epochs=spec.epochs, lr=spec.lr, batch_size=TASKS[spec.task][1], seed=spec.seed)
+    task = TASKS[spec.task]
+    settings = TrainSettings(epochs=spec.epochs, lr=spec.lr, batch_size=task.batch_size, seed=spec.seed)
     record: dict[str, Any] = {"spec": asdict(spec), "diverged": False}
     try:
-        result = train(lambda: _model(spec.task), _split(spec.task), schedule_factory(spec.method, spec.epochs),
-                       settings)
+        result = train(task.model, task.split(), schedule_factory(spec.method, spec.epochs), settings)
     except FloatingPointError as err:
         record.update(diverged=True, reason=str(err), final=None, best=None, best_epoch=None)
         return record
@@ -94,7 +129,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     best = min(range(len(errors)), key=errors.__getitem__)
     next_lrs = [*lrs[1:], None]
     drops = [r.epoch for r, nxt in zip(rows, next_lrs) if nxt is not None and nxt < r.lr]
-    if spec.method == "autodrop":
+    if spec.method.startswith("autodrop"):
         drops = [r.epoch for r in rows if r.decision.dropped]
     record.update(
         final=errors[-1],
@@ -105,7 +140,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         train_loss=[r.train_loss for r in rows],
         val_loss=[None if math.isnan(r.val_loss) else r.val_loss for r in rows],
         drops=drops,
-        triggers=[r.epoch for r in rows if r.decision is not None and r.decision.triggered],
+        triggers=[r.epoch for r in rows if getattr(r.decision, "triggered", False)],
+        angle=[getattr(r.decision, "angle", None) for r in rows],
         seconds=result.seconds,
     )
     return record

@@ -1,17 +1,22 @@
-"""``autodrop demo``: train a small 1-D CNN on MNIST-1D and show each AutoDrop decision.
+"""``autodrop demo``: AutoDrop beside a constant lr and a step schedule, on a task where drops matter.
 
-The data is generated locally by ``mnist1d`` (no download). A progress bar runs on
-stderr; every trigger and every drop is printed on stdout as it happens; at the end a
-PNG (angle, lr, train loss and test error against epoch) and a JSON summary are written
-to ``--out``. The command restores the global random states and torch's thread count
-it found. It must not implement AutoDrop: it uses ``autodrop_torch.AutoDrop``.
+The task is the benchmark's ``mnist1d-mlp`` (MNIST-1D with 30,000 signals generated
+locally by ``mnist1d``, an MLP with BatchNorm; no download). AutoDrop trains in this
+process, with a progress bar on stderr and every trigger and drop printed on stdout as
+it happens; the constant-lr and step-schedule baselines train at the same time in two
+worker processes, through the benchmark's own run function. At the end a PNG (angle,
+lr, train loss and test error against epoch, baselines overlaid) and a JSON summary are
+written to ``--out``. The command restores the global random states and torch's thread
+count it found. It must not implement AutoDrop: it uses ``autodrop_torch.AutoDrop``.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import math
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
@@ -21,15 +26,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from autodrop_core import AutoDropConfig, ConfigError
-from autodrop_demo._data import load_mnist1d
-from autodrop_demo._models import Cnn1d
+from autodrop_core import DEFAULTS, TRIGGERS, AutoDropConfig, ConfigError
+from autodrop_demo._bench_runs import TASKS, RunSpec, init_worker, run_one
 from autodrop_demo._plot import plot_demo
-from autodrop_demo._schedules import DEMO_AUTODROP, PAPER_AUTODROP, schedule_factory
+from autodrop_demo._schedules import PAPER_AUTODROP, schedule_factory
 from autodrop_demo._train import EpochRecord, TrainSettings, train
 
-__all__ = ["DEMO_AUTODROP", "main", "run_demo"]
+__all__ = ["BASELINES", "DEMO_TASK", "main", "run_demo"]
 
+#: The benchmark task the demo trains on, and the baselines it draws beside AutoDrop.
+DEMO_TASK = "mnist1d-mlp"
+BASELINES = ("constant", "step")
 
 
 def _positive_int(text: str) -> int:
@@ -56,32 +63,35 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options of ``autodrop demo``."""
     p = argparse.ArgumentParser(
         prog="autodrop demo",
-        description="Train a small 1-D CNN on MNIST-1D with AutoDrop; plot and summarise its decisions.",
+        description="Train an MLP on MNIST-1D (30,000 signals) with AutoDrop, beside a constant lr and a step "
+        "schedule; plot and summarise its decisions.",
     )
     p.add_argument("--out", type=Path, default=Path("autodrop-demo"), help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=_positive_int, default=100, help="epochs to train (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batch order (default: 0)")
-    p.add_argument("--lr", type=_positive_float, default=0.2, help="initial learning rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step (default: %(default)s)")
-    group = p.add_argument_group("AutoDrop settings (see docs/demo.md)")
-    group.add_argument("--threshold", type=_positive_float, default=DEMO_AUTODROP["threshold"],
-                       help="first threshold on the change of angle, degrees (default: %(default)s)")
-    group.add_argument("--max-threshold", type=_positive_float, default=DEMO_AUTODROP["max_threshold"],
-                       help="cap on the threshold, degrees (default: %(default)s)")
-    group.add_argument("--drop-delay", type=_positive_int, default=DEMO_AUTODROP["drop_delay"],
+    p.add_argument("--lr", type=_positive_float, default=0.1, help="initial learning rate (default: %(default)s)")
+    group = p.add_argument_group("AutoDrop settings (see docs/demo.md and docs/spec.md)")
+    group.add_argument("--trigger", choices=TRIGGERS, default="calibrated",
+                       help="'calibrated' (default here) or 'paper' (the paper's fixed threshold)")
+    group.add_argument("--drop-delay", type=_positive_int, default=DEFAULTS["drop_delay"],
                        help="parameter vectors averaged before a drop (default: %(default)s)")
-    group.add_argument("--drop-factor", type=_positive_float, default=DEMO_AUTODROP["drop_factor"],
+    group.add_argument("--drop-factor", type=_positive_float, default=DEFAULTS["drop_factor"],
                        help="each drop multiplies the lr by this, in (0, 1) (default: %(default)s)")
-    group.add_argument("--min-lr", type=float, default=DEMO_AUTODROP["min_lr"],
+    group.add_argument("--min-lr", type=float, default=DEFAULTS["min_lr"],
                        help="floor of the lr (default: %(default)s)")
-    group.add_argument("--angle-window", type=_positive_int, default=DEMO_AUTODROP["angle_window"],
-                       help="compare means of the last w angles (default: %(default)s)")
+    group.add_argument("--threshold", type=_positive_float, default=None,
+                       help=f"paper trigger only: first threshold, degrees (default {DEFAULTS['threshold']})")
+    group.add_argument("--max-threshold", type=_positive_float, default=None,
+                       help=f"paper trigger only: cap on the threshold (default {DEFAULTS['max_threshold']})")
+    group.add_argument("--angle-window", type=_positive_int, default=None,
+                       help="paper trigger only: compare means of the last w angles "
+                       f"(default {DEFAULTS['angle_window']})")
     p.add_argument("--paper-defaults", action="store_true",
-                   help="use the paper's settings (threshold 0.01, max 1, delay 20, factor 0.2) instead")
-    p.add_argument("--baseline", action="store_true",
-                   help="also train the same model with a constant lr and overlay it (doubles the time)")
+                   help="the paper's trigger and settings (threshold 0.01, max 1, delay 20, factor 0.2) instead")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="train AutoDrop only (no constant-lr and step-schedule runs beside it)")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: 1, fastest for this tiny model)")
+                   help="torch CPU threads of the AutoDrop run (default: 1, fastest for this small model)")
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:N' or 'auto' (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -90,14 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _autodrop_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.paper_defaults:
         return dict(PAPER_AUTODROP)
-    return {
-        "threshold": args.threshold,
-        "max_threshold": args.max_threshold,
-        "min_lr": args.min_lr,
-        "drop_delay": args.drop_delay,
-        "drop_factor": args.drop_factor,
-        "angle_window": args.angle_window,
+    settings: dict[str, Any] = {
+        "trigger": args.trigger, "min_lr": args.min_lr, "drop_delay": args.drop_delay, "drop_factor": args.drop_factor,
     }
+    for name in ("threshold", "max_threshold", "angle_window"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    return settings
 
 
 def _device(name: str) -> torch.device:
@@ -117,7 +126,13 @@ def _announce(record: EpochRecord, settings: dict[str, Any]) -> list[str]:
     """The lines to print for an epoch's decision (empty when nothing happened)."""
     d = record.decision
     lines = []
-    if d.triggered:
+    if d.triggered and d.rise is not None:
+        lines.append(
+            f"epoch {record.epoch:4d}  trigger: the angle has levelled off at {_fmt(d.smoothed_angle)} deg (fitted "
+            f"change {_fmt(d.delta)} deg <= noise {_fmt(d.threshold)} deg, {_fmt(d.rise)} deg above its burn-in); "
+            f"averaging {settings['drop_delay']} parameter vectors before dropping"
+        )
+    elif d.triggered:
         lines.append(
             f"epoch {record.epoch:4d}  trigger: the angle changed by {_fmt(d.delta)} deg < threshold "
             f"{_fmt(d.threshold)} deg (angle {_fmt(d.angle)} deg); averaging {settings['drop_delay']} parameter "
@@ -132,12 +147,25 @@ def _announce(record: EpochRecord, settings: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _baseline(record: dict[str, Any]) -> dict[str, Any]:
+    if record["diverged"]:
+        return {"diverged": True, "reason": record["reason"]}
+    return {k: record[k] for k in ("lr", "train_loss", "test_error", "drops", "final", "best", "best_epoch")}
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Train, print the decisions, write ``autodrop_demo.png`` and ``summary.json``; return the summary."""
-    settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    task = TASKS[DEMO_TASK]
+    settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=task.batch_size, seed=args.seed)
     autodrop = _autodrop_settings(args)
     device = _device(args.device)
-    split = load_mnist1d()
+    split = task.split()  # generates (or loads) the data once, before the workers need it
+    pool = None
+    futures: dict[str, cf.Future[dict[str, Any]]] = {}
+    if not args.no_baselines:
+        context = multiprocessing.get_context("spawn")
+        pool = cf.ProcessPoolExecutor(len(BASELINES), mp_context=context, initializer=init_worker)
+        futures = {m: pool.submit(run_one, RunSpec(DEMO_TASK, m, args.lr, args.seed, args.epochs)) for m in BASELINES}
     bar = tqdm(total=args.epochs, file=sys.stderr, unit="epoch", disable=args.no_progress, desc="autodrop demo")
 
     def on_epoch(record: EpochRecord) -> None:
@@ -150,24 +178,16 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         bar.update(1)
 
     try:
-        result = train(lambda: Cnn1d(), split, schedule_factory("autodrop", args.epochs, autodrop), settings,
+        result = train(task.model, split, schedule_factory("autodrop", args.epochs, autodrop), settings,
                        device=device, on_epoch=on_epoch)
+        summary = _summary(args, settings, autodrop, result.records, result.seconds, device)
+        if futures:
+            bar.set_description("waiting for the baselines")
+            summary["baselines"] = {m: _baseline(f.result()) for m, f in futures.items()}
     finally:
         bar.close()
-    summary = _summary(args, settings, autodrop, result.records, result.seconds, device)
-    if args.baseline:
-        bar = tqdm(total=args.epochs, file=sys.stderr, unit="epoch", disable=args.no_progress, desc="constant lr")
-        try:
-            base = train(lambda: Cnn1d(), split, schedule_factory("constant", args.epochs), settings, device=device,
-                         on_epoch=lambda record: bar.update(1))
-        finally:
-            bar.close()
-        errors = [r.test_error for r in base.records]
-        best = min(range(len(errors)), key=errors.__getitem__)
-        summary["baseline"] = {
-            "schedule": "constant lr", "train_loss": [r.train_loss for r in base.records], "test_error": errors,
-            "final_test_error": errors[-1], "best_test_error": errors[best], "best_epoch": best + 1,
-        }
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return summary
 
 
@@ -179,10 +199,11 @@ def _summary(
     errors = [r.test_error for r in records]
     best = min(range(len(errors)), key=errors.__getitem__)
     return {
-        "title": f"AutoDrop on MNIST-1D (1-D CNN, SGD momentum 0.9, initial lr {settings.lr:g}, seed {settings.seed})",
+        "title": f"AutoDrop ({autodrop.get('trigger', 'paper')} trigger) on MNIST-1D, 30k signals, MLP with "
+        f"BatchNorm; SGD momentum 0.9, initial lr {settings.lr:g}, seed {settings.seed}",
         "command": "autodrop demo " + " ".join(args.argv),
-        "task": "mnist1d",
-        "model": "Cnn1d(channels=32)",
+        "task": DEMO_TASK,
+        "model": TASKS[DEMO_TASK].description,
         "train": {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
                   "momentum": settings.momentum, "weight_decay": settings.weight_decay, "seed": settings.seed,
                   "device": str(device), "threads": torch.get_num_threads()},
@@ -197,6 +218,7 @@ def _summary(
             "smoothed_angle": [d.smoothed_angle for d in decisions],
             "delta": [d.delta for d in decisions],
             "threshold": [d.threshold for d in decisions],
+            "rise": [d.rise for d in decisions],
             "average_weight": [d.average_weight for d in decisions],
             "triggered": [d.triggered for d in decisions],
             "dropped": [d.dropped for d in decisions],
@@ -235,10 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     png_path = plot_demo(summary, args.out / "autodrop_demo.png")
     drops = ", ".join(f"epoch {d['epoch']} ({d['lr_before']:g} -> {d['lr_after']:g})" for d in summary["drops"])
     print(f"drops: {drops or 'none'}")
-    for name, part in (("AutoDrop", summary), ("constant lr", summary.get("baseline"))):
-        if part is not None:
-            print(f"{name} test error: final {100 * part['final_test_error']:.2f}%, "
-                  f"best {100 * part['best_test_error']:.2f}% at epoch {part['best_epoch']}")
+    print(f"{'AutoDrop':>14} test error: final {100 * summary['final_test_error']:.2f}%, "
+          f"best {100 * summary['best_test_error']:.2f}% at epoch {summary['best_epoch']}")
+    for name, part in summary.get("baselines", {}).items():
+        label = {"constant": "constant lr", "step": "step schedule"}.get(name, name)
+        if part.get("diverged"):
+            print(f"{label:>14}: diverged ({part['reason']})")
+        else:
+            print(f"{label:>14} test error: final {100 * part['final']:.2f}%, "
+                  f"best {100 * part['best']:.2f}% at epoch {part['best_epoch']}")
     print(f"{time.perf_counter() - started:.0f} s in all")
     print(f"wrote {png_path} and {json_path}")
     return 0

@@ -21,7 +21,7 @@ __all__ = ["plot_bench_curves", "plot_bench_summary", "plot_demo"]
 
 _COLORS = {
     "autodrop": "tab:red",
-    "autodrop-demo": "tab:orange",
+    "autodrop-calibrated": "tab:orange",
     "step": "tab:blue",
     "plateau": "tab:green",
     "cosine": "tab:purple",
@@ -61,9 +61,7 @@ def plot_demo(summary: Mapping[str, object], path: Path) -> Path:
     axes[0].plot(epochs, angle, color="tab:blue", lw=1.0, label="angle between successive epoch steps")
     triggers = [int(t) for t in summary["triggers"]]  # type: ignore[union-attr]
     if triggers:
-        axes[0].plot(
-            triggers, [angle[t - 1] for t in triggers], "v", color="tab:orange", ms=7, label="trigger (delta < theta)"
-        )
+        axes[0].plot(triggers, [angle[t - 1] for t in triggers], "v", color="tab:orange", ms=7, label="trigger")
     axes[0].set_ylabel("angle [deg]")
     handles = [
         *axes[0].get_legend_handles_labels()[0],
@@ -71,21 +69,29 @@ def plot_demo(summary: Mapping[str, object], path: Path) -> Path:
         Line2D([], [], color="tab:red", ls="--", lw=0.8, label="drop (parameters := W, lr x rho)"),
     ]
     axes[0].legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
-    axes[1].step(epochs, table["lr"], where="post", color="tab:red")
+    baselines = summary.get("baselines") or {}
+    assert isinstance(baselines, Mapping)
+    styles = {
+        "constant": ("tab:gray", ":", "constant lr"),
+        "step": ("tab:blue", "-.", "step schedule (x0.2 at 50%, 75%)"),
+    }
+    for name, run in baselines.items():
+        if not isinstance(run, Mapping) or run.get("diverged"):
+            continue
+        color, style, label = styles.get(name, ("tab:purple", "--", name))
+        axes[1].step(epochs, run["lr"], where="post", color=color, ls=style, lw=1.0, label=label)
+        axes[2].plot(epochs, run["train_loss"], color=color, lw=1.0, ls=style, label=label)
+        axes[3].plot(epochs, [100.0 * e for e in run["test_error"]], color=color, lw=1.0, ls=style, label=label)
+    axes[1].step(epochs, table["lr"], where="post", color="tab:red", label="AutoDrop")
     axes[1].set_yscale("log")
     axes[1].set_ylabel("learning rate")
-    baseline = summary.get("baseline")
-    if isinstance(baseline, Mapping):
-        axes[2].plot(epochs, baseline["train_loss"], color="tab:gray", lw=1.0, ls=":", label="constant lr")
-        axes[3].plot(epochs, [100.0 * e for e in baseline["test_error"]], color="tab:gray", lw=1.0, ls=":",
-                     label="constant lr")
     axes[2].plot(epochs, table["train_loss"], color="tab:green", label="AutoDrop")
     axes[2].set_yscale("log")
     axes[2].set_ylabel("train loss")
     axes[3].plot(epochs, [100.0 * e for e in table["test_error"]], color="black", label="AutoDrop")
-    if isinstance(baseline, Mapping):
-        axes[2].legend(fontsize=8)
-        axes[3].legend(fontsize=8)
+    if baselines:
+        for ax in axes[1:]:
+            ax.legend(fontsize=8)
     axes[3].set_yscale("log")
     axes[3].yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axes[3].yaxis.set_major_formatter(FormatStrFormatter("%g"))

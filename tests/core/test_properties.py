@@ -24,6 +24,8 @@ from autodrop_core._cli import main as cli_main
 
 @st.composite
 def configs(draw: st.DrawFn) -> AutoDropConfig:
+    if draw(st.booleans(), label="calibrated trigger"):
+        return calibrated_configs(draw)
     groups = draw(st.integers(1, 3), label="groups")
     lrs = draw(st.lists(st.floats(1e-6, 10.0), min_size=groups, max_size=groups), label="lrs")
     if draw(st.booleans(), label="per-group floors"):
@@ -40,6 +42,18 @@ def configs(draw: st.DrawFn) -> AutoDropConfig:
         drop_delay=draw(st.integers(1, 6), label="drop_delay"),
         angle_window=draw(st.integers(1, 4), label="angle_window"),
         reset_on_drop=draw(st.booleans(), label="reset_on_drop"),
+    )
+
+
+def calibrated_configs(draw: st.DrawFn) -> AutoDropConfig:
+    """The calibrated trigger: the paper-only fields keep their defaults."""
+    groups = draw(st.integers(1, 3), label="groups")
+    return AutoDropConfig(
+        lrs=tuple(draw(st.lists(st.floats(1e-6, 10.0), min_size=groups, max_size=groups), label="lrs")),
+        min_lr=draw(st.sampled_from([0.0, 1e-4, 0.05]), label="floor"),
+        drop_factor=draw(st.sampled_from([0.1, 0.5]), label="drop_factor"),
+        drop_delay=draw(st.integers(1, 6), label="drop_delay"),
+        trigger="calibrated",
     )
 
 
@@ -72,7 +86,7 @@ def reductions(draw: st.DrawFn, max_size: int = 60) -> list[tuple[float, float]]
 
 
 def replay_independently(config: AutoDropConfig, seq: list[tuple[float, float]]) -> list[dict[str, Any]]:
-    """The spec, written a second time: whole-run lists, recomputed windows."""
+    """The spec's paper trigger, written a second time: whole-run lists, recomputed windows."""
     lrs = list(config.lrs)
     theta = config.threshold
     sq_norms = [0.0]  # s(0) = 0
@@ -125,10 +139,75 @@ def replay_independently(config: AutoDropConfig, seq: list[tuple[float, float]])
     return out
 
 
+def calibrated_independently(config: AutoDropConfig, seq: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """The spec's calibrated trigger, written a second time from whole-run lists."""
+    lrs = list(config.lrs)
+    previous_sq = 0.0
+    since_drop: list[float] = []
+    pending = 0
+    out = []
+    for t, (dot, sq) in enumerate(seq, start=1):
+        denom = math.sqrt(sq) * math.sqrt(previous_sq)
+        angle = None
+        if denom > 0 and denom != math.inf:
+            angle = math.degrees(math.acos(max(-1.0, min(1.0, dot / denom))))
+            since_drop.append(angle)
+        kept = since_drop[-200:]
+        fields: dict[str, Any] = {"smoothed_angle": None, "delta": None, "threshold": None, "rise": None}
+        flat = False
+        if len(kept) >= 20:
+            m = len(kept) // 2
+            window, burn = kept[len(kept) - m :], kept[: len(kept) - m]
+            ssd = 0.0
+            for j in range(1, m):
+                ssd = ssd + (window[j] - window[j - 1]) * (window[j] - window[j - 1])
+            noise = math.sqrt(ssd / (2.0 * (m - 1)))
+            wsum = 0.0
+            for a in window:
+                wsum = wsum + a
+            wmean = wsum / m
+            bsum = 0.0
+            for a in burn:
+                bsum = bsum + a
+            centre = (m - 1) / 2.0
+            sxx = sxy = 0.0
+            for j, a in enumerate(window):
+                sxx = sxx + (j - centre) * (j - centre)
+                sxy = sxy + (j - centre) * (a - wmean)
+            change = abs(sxy / sxx * (m - 1))
+            rise = wmean - bsum / len(burn)
+            flat = change <= noise and rise >= 0.0
+            fields = {"smoothed_angle": wmean, "delta": change, "threshold": noise, "rise": rise}
+        fired = pending == 0 and flat
+        weight = None
+        if fired or pending:
+            pending += 1
+            weight = 2.0 / (pending + 1)
+        due = pending == config.drop_delay
+        old = list(lrs)
+        if due:
+            lrs = [min(lr, max(f, config.drop_factor * lr)) for lr, f in zip(lrs, config.floors)]
+            pending = 0
+            since_drop = []
+        went_down = any(n < o for n, o in zip(lrs, old))
+        out.append({
+            "epoch": t, "angle": angle, **fields, "triggered": fired, "average_weight": weight,
+            "apply_average": due, "dropped": due and went_down, "exhausted": due and not went_down, "lrs": list(lrs),
+        })
+        previous_sq = sq
+    return out
+
+
+def independently(config: AutoDropConfig, seq: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    if config.trigger == "calibrated":
+        return calibrated_independently(config, seq)
+    return [d | {"rise": None} for d in replay_independently(config, seq)]
+
+
 def assert_same(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
-        for key in ("epoch", "triggered", "apply_average", "dropped", "exhausted", "lrs", "threshold"):
+        for key in ("epoch", "triggered", "apply_average", "dropped", "exhausted", "lrs", "threshold", "rise"):
             assert a[key] == b[key], (key, a, b)
         for key in ("angle", "smoothed_angle", "delta", "average_weight"):
             if a[key] is None or b[key] is None:
@@ -150,8 +229,8 @@ def run_core(config: AutoDropConfig, seq: list[tuple[float, float]]) -> list[Dec
 def test_core_agrees_with_an_independent_implementation(config: AutoDropConfig, seq: list[tuple[float, float]]) -> None:
     ours = [d.to_dict() for d in run_core(config, seq)]
     drops = sum(d["apply_average"] for d in ours)
-    event(f"drops: {min(drops, 3)}{'+' if drops >= 3 else ''}")
-    assert_same(ours, replay_independently(config, seq))
+    event(f"{config.trigger} drops: {min(drops, 3)}{'+' if drops >= 3 else ''}")
+    assert_same(ours, independently(config, seq))
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
@@ -167,7 +246,7 @@ def test_replay_command_agrees_with_an_independent_implementation(
     argv += [
         "--drop-factor", repr(config.drop_factor), "--threshold", repr(config.threshold),
         "--max-threshold", repr(config.max_threshold), "--drop-delay", str(config.drop_delay),
-        "--angle-window", str(config.angle_window),
+        "--angle-window", str(config.angle_window), "--trigger", config.trigger,
     ]
     if config.reset_on_drop:
         argv.append("--reset-on-drop")
@@ -175,7 +254,7 @@ def test_replay_command_agrees_with_an_independent_implementation(
     stdout, stderr = io.StringIO(), io.StringIO()
     assert cli_main(argv, stdin, stdout, stderr) == 0, stderr.getvalue()
     ours = [json.loads(line) for line in stdout.getvalue().splitlines()]
-    assert_same(ours, replay_independently(config, seq))
+    assert_same(ours, independently(config, seq))
 
 
 @settings(max_examples=400)
@@ -195,6 +274,11 @@ def test_theta_stays_within_threshold_and_max_threshold(config: AutoDropConfig, 
     controller = Controller(config)
     for dot, sq in seq:
         decision = controller.observe(dot, sq)
+        if config.trigger == "calibrated":  # its threshold is the measured noise; theta never moves
+            assert decision.threshold is None or decision.threshold >= 0
+            assert controller.state.theta == config.threshold
+            continue
+        assert decision.threshold is not None
         assert config.threshold <= decision.threshold <= config.max_threshold
         assert config.threshold <= controller.state.theta <= config.max_threshold
 

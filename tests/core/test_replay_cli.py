@@ -16,7 +16,7 @@ from autodrop_core import AutoDropConfig, Controller
 
 DECISION_FIELDS = [
     "epoch", "angle", "smoothed_angle", "delta", "threshold", "triggered",
-    "average_weight", "apply_average", "dropped", "exhausted", "lrs",
+    "average_weight", "apply_average", "dropped", "exhausted", "lrs", "rise",
 ]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "reductions.jsonl"
 

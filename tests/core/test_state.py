@@ -50,7 +50,7 @@ def test_checkpoint_names_its_format() -> None:
 
 def test_unknown_version_is_refused_clearly() -> None:
     data = busy_state().to_dict() | {"version": STATE_FORMAT_VERSION + 1}
-    with pytest.raises(StateError, match=r"version=2 is not readable"):
+    with pytest.raises(StateError, match=rf"version={STATE_FORMAT_VERSION + 1} is not readable"):
         AutoDropState.from_dict(data, CONFIG)
 
 

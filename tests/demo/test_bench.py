@@ -7,7 +7,9 @@ from dataclasses import asdict
 
 import pytest
 from autodrop_demo._bench import main
-from autodrop_demo._bench_runs import RunSpec, load_cached, store
+from autodrop_demo._bench_report import angle_noise, goal_table
+from autodrop_demo._bench_runs import TASKS, RunSpec, load_cached, store
+from autodrop_demo._schedules import METHODS
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +25,15 @@ def _record(out, task, method):
     return record
 
 
-def test_quick_bench_writes_tables_for_both_tasks_and_every_method(quick):
+def test_quick_bench_writes_tables_for_every_task_and_every_method(quick):
     report = (quick / "bench.md").read_text()
-    for task in ("mnist1d", "digits"):
+    for task in TASKS:
         assert f"### {task}:" in report
         assert (quick / f"bench_curves_{task}.png").read_bytes().startswith(b"\x89PNG")
-    assert "| initial lr | autodrop | autodrop-demo | step | plateau | cosine | constant |" in report
+    assert "| initial lr | autodrop | autodrop-calibrated | step | plateau | cosine | constant |" in report
     assert "Command: `autodrop bench --quick" in report
-    assert len(list((quick / "runs").glob("*.json"))) == 12
+    assert "### Summary: the calibrated trigger's goal" in report
+    assert len(list((quick / "runs").glob("*.json"))) == len(TASKS) * len(METHODS)
     assert (quick / "bench_summary.png").exists()
     # 12 epochs < drop delay: no AutoDrop run can drop, so each equals its constant-lr twin
     assert "digits, `autodrop`: " in report
@@ -55,7 +58,7 @@ def test_autodrop_without_a_drop_trains_exactly_like_a_constant_lr(quick):
     # touch the parameters: its run is bit-identical to the constant-lr run.
     for task in ("mnist1d", "digits"):
         constant = _record(quick, task, "constant")
-        for method in ("autodrop", "autodrop-demo"):
+        for method in ("autodrop", "autodrop-calibrated"):
             autodrop = _record(quick, task, method)
             assert autodrop["drops"] == []
             assert autodrop["test_error"] == constant["test_error"]
@@ -69,7 +72,7 @@ def test_a_second_run_reuses_the_stored_records(quick, capsys):
 
 def test_summary_json_holds_one_entry_per_setting(quick):
     summary = json.loads((quick / "summary.json").read_text())
-    assert len(summary) == 12
+    assert len(summary) == len(TASKS) * len(METHODS)
     assert summary["digits/step/0.1"]["n"] == 1
 
 
@@ -95,3 +98,39 @@ def test_a_stored_run_is_reused_only_for_the_same_model_and_settings(tmp_path):
     assert load_cached(tmp_path, spec) is not None
     other_model = RunSpec("digits", "step", 0.1, 0, 12, model="another network")
     assert other_model.key == spec.key and load_cached(tmp_path, other_model) is None
+
+
+def test_every_task_that_needs_drops_is_big_enough_for_the_question():
+    for name, task in TASKS.items():
+        split, model = task.split(), task.model()
+        steps = -(-len(split.y_train) // task.batch_size)
+        params = sum(p.numel() for p in model.parameters())
+        if task.needs_drops:
+            assert steps >= 100 and params >= 50_000, (name, steps, params)
+        assert str(f"{params // 1000}k parameters") in task.description, (name, params)
+
+
+def test_the_constant_runs_record_the_angle_the_paper_trigger_would_watch(quick):
+    constant = _record(quick, "digits", "constant")
+    assert constant["angle"][0] is None and all(a is not None for a in constant["angle"][1:])
+    assert all(0.0 <= a <= 180.0 for a in constant["angle"][1:])
+
+
+def _fake(task, method, final, angles=None, seed=0):
+    return {"spec": {"task": task, "method": method, "lr": 0.1, "seed": seed}, "diverged": False, "final": final,
+            "angle": angles}
+
+
+def test_the_goal_table_checks_the_needs_drops_margin_and_the_goal():
+    records = [
+        _fake("a", "constant", 0.10, [None, 90.0, 91.0, 90.0, 91.0]), _fake("a", "step", 0.05),
+        _fake("a", "cosine", 0.06), _fake("a", "plateau", 0.07), _fake("a", "autodrop-calibrated", 0.054),
+        _fake("a", "autodrop", 0.09),
+        _fake("b", "constant", 0.10), _fake("b", "step", 0.09), _fake("b", "autodrop-calibrated", 0.12),
+    ]
+    table = goal_table(records, {"a": True, "b": True}).splitlines()
+    row_a, row_b = table[2], table[3]
+    assert "step beats constant by 50%" in row_a and "1.08 vs step: met" in row_a
+    assert "CHECK FAILED" in row_b and "NOT met" in row_b
+    noise, share, runs = angle_noise(records, "a")
+    assert noise == pytest.approx(1 / 2**0.5) and share == 0.0 and runs == 1

@@ -13,15 +13,16 @@ import pytest
 import torch
 from autodrop_demo import Mlp, _data, load_digits_split
 from autodrop_demo._demo import main
-from autodrop_demo._schedules import DEMO_AUTODROP, schedule_factory
+from autodrop_demo._schedules import PAPER_AUTODROP, schedule_factory
 from autodrop_demo._train import TrainSettings, train
 
 DROP_LINE = re.compile(r"^epoch\s+(\d+)\s+drop: lr (\S+) -> (\S+);", re.MULTILINE)
 TRIGGER_LINE = re.compile(r"^epoch\s+(\d+)\s+trigger:", re.MULTILINE)
 
-# A tiny run in which AutoDrop must fire: a huge threshold triggers at the first defined
-# delta (epoch 3) and a delay of 1 drops at once.
-EAGER = ["--epochs", "6", "--threshold", "60", "--max-threshold", "90", "--drop-delay", "1", "--min-lr", "0.001"]
+# A tiny run in which AutoDrop must fire: the paper trigger with a huge threshold triggers
+# at the first defined delta (epoch 3) and a delay of 1 drops at once.
+EAGER = ["--epochs", "6", "--trigger", "paper", "--threshold", "60", "--max-threshold", "90", "--drop-delay", "1",
+         "--min-lr", "0.001"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def eager_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         printed = io.StringIO()
         mp.setattr(sys, "stdout", printed)
-        assert main([*EAGER, "--baseline", "--out", str(out)]) == 0
+        assert main([*EAGER, "--out", str(out)]) == 0
     return out, printed.getvalue(), json.loads((out / "summary.json").read_text())
 
 
@@ -65,14 +66,17 @@ def test_demo_json_tables_follow_the_decisions(eager_run):
     assert 0.0 <= summary["final_test_error"] <= 1.0
 
 
-def test_the_baseline_is_the_same_run_with_a_constant_lr(eager_run):
+def test_the_baselines_are_the_same_run_with_a_constant_lr_and_a_step_schedule(eager_run):
     _, out, summary = eager_run
-    baseline, table = summary["baseline"], summary["epochs"]
+    constant, step, table = summary["baselines"]["constant"], summary["baselines"]["step"], summary["epochs"]
     first_drop = summary["drops"][0]["epoch"]
     # identical until AutoDrop's first drop changes the lr (a delay of 1 averages x(t) alone)
-    assert baseline["train_loss"][:first_drop] == table["train_loss"][:first_drop]
-    assert baseline["train_loss"][first_drop:] != table["train_loss"][first_drop:]
-    assert "constant lr test error: final" in out
+    assert constant["train_loss"][:first_drop] == table["train_loss"][:first_drop]
+    assert constant["train_loss"][first_drop:] != table["train_loss"][first_drop:]
+    assert set(constant["lr"]) == {0.1}
+    assert step["drops"] == [3, 4]  # x0.2 at 50% and 75% of the 6 epochs
+    assert step["train_loss"][:3] == constant["train_loss"][:3]
+    assert "constant lr test error: final" in out and "step schedule test error: final" in out
 
 
 def test_demo_leaves_every_global_random_state_and_the_thread_count_unchanged(tmp_path):
@@ -81,7 +85,7 @@ def test_demo_leaves_every_global_random_state_and_the_thread_count_unchanged(tm
     np.random.seed(1234)
     torch.manual_seed(1234)
     before = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.get_num_threads())
-    main(["--epochs", "2", "--out", str(tmp_path), "--no-progress", "--threads", "1"])
+    main(["--epochs", "2", "--out", str(tmp_path), "--no-progress", "--threads", "1", "--no-baselines"])
     py, nps, ts, threads = before
     assert random.getstate() == py
     after = np.random.get_state()
@@ -94,7 +98,7 @@ def test_a_run_is_reproducible_from_its_seed_and_differs_across_seeds():
     split = load_digits_split()
 
     def errors(seed):
-        result = train(Mlp, split, schedule_factory("autodrop", 4, DEMO_AUTODROP), TrainSettings(epochs=4, seed=seed))
+        result = train(Mlp, split, schedule_factory("autodrop", 4, PAPER_AUTODROP), TrainSettings(epochs=4, seed=seed))
         return [(r.train_loss, r.test_error, r.decision.angle) for r in result.records]
 
     assert errors(7) == errors(7)
@@ -122,4 +126,11 @@ def test_demo_rejects_autodrop_settings_out_of_range_before_training(tmp_path, c
     assert main(["--drop-factor", "1.5", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "drop_factor" in err and "1.5" in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_the_calibrated_trigger_refuses_paper_only_settings_before_training(tmp_path, capsys):
+    assert main(["--threshold", "1", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "threshold=1.0 is invalid" in err and "trigger='calibrated'" in err
     assert not (tmp_path / "summary.json").exists()

@@ -43,5 +43,5 @@ def small_figure1() -> NoisyQuadratic:
 
 @pytest.fixture(scope="session")
 def small_zhang() -> NoisyQuadratic:
-    """The Zhang et al. 2019 spectrum with 300 coordinates (n_eff about 1.4, as with 10^4)."""
+    """The Zhang et al. 2019 model with 300 coordinates (n_eff about 24; 57 at n = 10^4)."""
     return zhang2019_model(n=300)

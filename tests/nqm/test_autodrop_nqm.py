@@ -71,3 +71,55 @@ def test_a_bad_autodrop_setting_is_refused_by_the_core(model) -> None:
 
     with pytest.raises(ConfigError, match="drop_factor"):
         autodrop_run(model, iters=10, drop_factor=1.5)
+
+
+@pytest.fixture(scope="module")
+def calibrated(model):
+    return autodrop_run(model, iters=600, seed=2, trigger="calibrated")
+
+
+def test_the_calibrated_run_uses_the_core_defaults_and_replays_through_the_core(calibrated) -> None:
+    config = AutoDropConfig(lrs=(0.06,), min_lr=0.001, drop_factor=0.5, trigger="calibrated")
+    state = initial_state(config)
+    lrs, drops = [], []
+    for t, (dot, sq) in enumerate(zip(calibrated.dot, calibrated.sq_norm), start=1):
+        lrs.append(state.lrs[0])
+        decision, state = core_advance(config, state, float(dot), float(sq))
+        if decision.dropped:
+            drops.append((t, decision.lrs[0]))
+    np.testing.assert_array_equal(calibrated.lr, lrs)
+    assert drops == calibrated.drops and calibrated.trigger == "calibrated"
+    assert calibrated.summary()["trigger"] == "calibrated"
+
+
+def test_the_calibrated_trigger_waits_for_twenty_angles_and_reports_its_noise(calibrated) -> None:
+    assert min(calibrated.triggers) >= 21  # angle(1) is undefined, the test needs 20 angles
+    assert calibrated.threshold is not None and np.all(np.isnan(calibrated.threshold[:20]))
+    sigma = calibrated.threshold[np.isfinite(calibrated.threshold)]
+    assert sigma.size and np.all(sigma > 0)
+    assert calibrated.expected_fires is not None and calibrated.expected_fires.shape == calibrated.lr.shape
+    assert 0 <= len(calibrated.noise_triggers()) <= len(calibrated.triggers)
+
+
+def test_the_calibrated_run_refuses_a_paper_only_setting_by_name(model) -> None:
+    from autodrop_core import ConfigError
+
+    with pytest.raises(ConfigError, match="angle_window"):
+        autodrop_run(model, iters=10, trigger="calibrated", angle_window=20)
+
+
+@pytest.mark.parametrize("trigger", ["paper", "calibrated"])
+def test_without_noise_the_noise_free_diagnostic_is_the_run_itself(trigger) -> None:
+    # S = 0 and drop_delay = 1 (no averaging jump): the run's angles are the closed-form
+    # ones, so the diagnostic must reproduce the controller's own delta at every epoch.
+    from autodrop_core.nqm import NoisyQuadratic
+
+    curvature = figure1_model(n=50).curvature
+    quiet = NoisyQuadratic(curvature, np.zeros_like(curvature), "noise-free")
+    result = autodrop_run(quiet, iters=300, seed=0, drop_delay=1, trigger=trigger)
+    assert result.delta is not None and result.expected_delta is not None
+    defined = np.isfinite(result.delta)
+    assert defined.sum() > 40
+    np.testing.assert_array_equal(defined, np.isfinite(result.expected_delta))
+    np.testing.assert_allclose(result.expected_delta[defined], result.delta[defined], rtol=1e-6, atol=1e-7)
+    assert result.noise_triggers() == []

@@ -20,7 +20,7 @@ def test_every_flag_has_help_and_the_defaults_are_shown(command: str, capsys: py
     if command == "theorem1":
         assert "(default 0.06 0.03 0.01 0.001)" in text and "(default both)" in text
     else:
-        assert "(default figure1)" in text and "(default 3000)" in text
+        assert "(default 3000)" in text
         assert "seed of the gradient noise (default 0)" in text
 
 

@@ -81,7 +81,7 @@ def test_theorem1_for_a_single_coordinate_is_arccos_of_minus_half_lr_a() -> None
 def test_participation_ratio_counts_coordinates_that_carry_the_step() -> None:
     iso = NoisyQuadratic(np.ones(50), np.ones(50))
     assert participation_ratio(iso, 0.1) == pytest.approx(50)
-    assert participation_ratio(zhang2019_model(10_000), 0.06) == pytest.approx(1.41, abs=0.01)
+    assert 50 < participation_ratio(zhang2019_model(10_000), 0.06) < 65  # about 57 (see test_model.py)
     assert participation_ratio(figure1_model(10_000), 0.06) > 1000
 
 

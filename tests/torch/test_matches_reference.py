@@ -104,3 +104,31 @@ def test_averaging_writes_in_place_so_the_optimizer_keeps_its_references_and_sta
     for p in model.parameters():
         torch.testing.assert_close(opt.state[p]["exp_avg"], moments[id(p)][0], rtol=0, atol=0)
         torch.testing.assert_close(opt.state[p]["exp_avg_sq"], moments[id(p)][1], rtol=0, atol=0)
+
+
+def test_the_calibrated_trigger_makes_the_numpy_references_decisions(reduction_path: str) -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    settings = {"trigger": "calibrated", "drop_delay": 3, "drop_factor": 0.5}
+    sched = AutoDrop(opt, **settings)
+    oracle = NumpyAutoDrop(params_numpy(model.parameters()), [0.05], **settings)
+    x, y = data()
+    order = torch.Generator().manual_seed(0)
+    for _ in range(90):
+        perm = torch.randperm(len(x), generator=order)  # shuffled batches: SGD noise, so the angle saturates
+        train_epoch(model, opt, x[perm], y[perm])
+        for ref, p in zip(oracle.params, model.parameters()):
+            ref[...] = p.detach().numpy()
+        expected = oracle.end_epoch()
+        sched.step()
+        got = sched.last_decision
+        assert got is not None
+        assert (got.triggered, got.apply_average, got.lrs) == (expected.triggered, expected.apply_average, expected.lrs)
+        for field in ("delta", "threshold", "rise"):
+            mine, theirs = getattr(got, field), getattr(expected, field)
+            assert (mine is None) == (theirs is None), field
+            if mine is not None:
+                assert abs(mine - theirs) <= 1e-9, field
+        for ref, p in zip(oracle.params, model.parameters()):
+            np.testing.assert_array_equal(p.detach().numpy(), ref)
+    assert sum(d.dropped for d in sched.history) >= 1, "the loop must reach a calibrated drop"
