@@ -102,6 +102,8 @@ class JaxDriver:
 
     few_shapes = True  # XLA compiles once per tree of shapes: keep their number small
     max_examples: int | None = 25
+    #: no size-dependent path; one large size (one more compiled shape) checks the large cases
+    size_thresholds: tuple[int, ...] = (2**16 + 1,)
 
     def __init__(self, x64: bool) -> None:
         self.x64 = x64
@@ -111,6 +113,8 @@ class JaxDriver:
             "float64", "float32", "float16", "bfloat16",
         )
         self.dtypes = all_dtypes if x64 else all_dtypes[1:]
+        # inject_hyperparams holds the lr in hyperparam_dtype: float64 under x64, else float32
+        self.lr_dtype: Literal["float64", "float32"] = "float64" if x64 else "float32"
 
     def start(self, values: Sequence[np.ndarray[Any, Any]], layout: Any, config: AutoDropConfig) -> JaxRun:
         return JaxRun(values, layout, config, self.x64)

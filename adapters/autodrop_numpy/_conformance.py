@@ -94,6 +94,8 @@ class NumpyDriver:
     dtypes: tuple[Literal["float64", "float32", "float16"], ...] = ("float64", "float32", "float16")
     accumulation: Literal["float64"] = "float64"
     max_examples: int | None = 150
+    #: numpy has no size-dependent path; one large size still exercises the suite's own large cases
+    size_thresholds: tuple[int, ...] = (2**16 + 1,)
 
     def start(self, values: Sequence[np.ndarray[Any, Any]], layout: Any, config: AutoDropConfig) -> NumpyRun:
         return NumpyRun(values, layout.dtypes, config)

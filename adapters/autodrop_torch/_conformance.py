@@ -1,7 +1,10 @@
 """The conformance driver of the torch adapter (entry point ``autodrop.adapters: torch``).
 
 It builds ``torch.nn.Parameter`` tensors of the case's dtypes in one SGD parameter
-group per AutoDrop group, wraps the optimizer in :class:`autodrop_torch.AutoDrop`, and
+group per AutoDrop group (with momentum, so that the optimizer holds state: each
+training step sets a fixed gradient, steps, then writes the case's values over the
+parameters, and the suite checks that AutoDrop never touches the momentum buffers),
+wraps the optimizer in :class:`autodrop_torch.AutoDrop`, and
 checkpoints through ``state_dict()`` -> ``torch.save`` -> bytes ->
 ``torch.load(weights_only=True)`` -> ``load_state_dict()``, as a training script would.
 It is imported only by the conformance suite and must not decide anything itself.
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from autodrop_core import AutoDropConfig, Decision
+from autodrop_torch._fused_cpu import MIN_NUMEL
 from autodrop_torch._scheduler import AutoDrop
 
 __all__ = ["TorchDriver", "driver"]
@@ -39,7 +43,7 @@ class TorchRun:
             {"params": [p for p, g in zip(self.params, layout.groups) if g == n], "lr": lr}
             for n, lr in enumerate(config.lrs)
         ]
-        self.optimizer = torch.optim.SGD(groups)
+        self.optimizer = torch.optim.SGD(groups, momentum=0.9)
         self.scheduler = AutoDrop(
             self.optimizer,
             min_lr=config.floors,
@@ -53,10 +57,21 @@ class TorchRun:
         )
 
     def set_params(self, values: Sequence[np.ndarray[Any, Any]]) -> None:
-        with torch.no_grad():
+        for p in self.params:
+            p.grad = torch.ones_like(p)  # a fixed gradient: the momentum buffers fill up
+        self.optimizer.step()  # a real step (it also marks the epoch as trained for torch) ...
+        with torch.no_grad():  # ... whose result the case's values then replace
             for p, v in zip(self.params, values, strict=True):
                 p.copy_(torch.from_numpy(np.array(v, dtype=np.float64)))
-        self.optimizer.step()  # no gradients: changes nothing, marks the epoch as trained for torch
+
+    def optimizer_state(self) -> list[np.ndarray[Any, Any]]:
+        """The SGD momentum buffers (float64 copies), in parameter order; empty before the first step."""
+        out = []
+        for p in self.params:
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out.append(buf.detach().to("cpu", torch.float64).numpy().copy())
+        return out
 
     def get_params(self) -> list[np.ndarray[Any, Any]]:
         return [p.detach().to("cpu", torch.float64).numpy().copy() for p in self.params]
@@ -88,6 +103,9 @@ class TorchDriver:
     )
     accumulation: Literal["float64"] = "float64"
     max_examples: int | None = 60
+    #: the fused CPU kernels (with numba) take tensors of at least this many elements
+    size_thresholds: tuple[int, ...] = (MIN_NUMEL,)
+    lr_dtype: Literal["float64"] = "float64"
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device

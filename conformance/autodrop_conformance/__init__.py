@@ -24,7 +24,19 @@ if TYPE_CHECKING:
         check_nan_step,
     )
     from autodrop_conformance._compare import ConformanceError, Verdict
-    from autodrop_conformance._protocol import DTYPES, UNIT_ROUNDOFF, AdapterRun, Driver, DType, Layout, round_to
+    from autodrop_conformance._protocol import (
+        DEFAULT_SIZE_THRESHOLDS,
+        DTYPES,
+        UNIT_ROUNDOFF,
+        AdapterRun,
+        Driver,
+        DType,
+        Layout,
+        lr_dtype,
+        optimizer_state,
+        round_to,
+        size_thresholds,
+    )
     from autodrop_conformance._registry import (
         GROUP,
         AdapterLoadError,
@@ -37,6 +49,7 @@ if TYPE_CHECKING:
     from autodrop_conformance._suite import AdapterConformance
 
 __all__ = [
+    "DEFAULT_SIZE_THRESHOLDS",
     "DTYPES",
     "GROUP",
     "MOTIFS",
@@ -62,7 +75,10 @@ __all__ = [
     "layouts",
     "load_all",
     "load_driver",
+    "lr_dtype",
+    "optimizer_state",
     "round_to",
+    "size_thresholds",
 ]
 
 # Public name -> private module. Imported on first use, so that loading the pytest
@@ -71,7 +87,11 @@ _HOME = {
     **dict.fromkeys(["Case"], "_case"),
     **dict.fromkeys(["STATS", "check_against_reference", "check_case", "check_checkpoint", "check_nan_step"], "_check"),
     **dict.fromkeys(["ConformanceError", "Verdict"], "_compare"),
-    **dict.fromkeys(["DTYPES", "UNIT_ROUNDOFF", "AdapterRun", "Driver", "DType", "Layout", "round_to"], "_protocol"),
+    **dict.fromkeys(
+        ["DEFAULT_SIZE_THRESHOLDS", "DTYPES", "UNIT_ROUNDOFF", "AdapterRun", "Driver", "DType", "Layout", "lr_dtype",
+         "optimizer_state", "round_to", "size_thresholds"],
+        "_protocol",
+    ),
     **dict.fromkeys(
         ["GROUP", "AdapterLoadError", "AdapterLoadWarning", "adapter_names", "load_all", "load_driver"], "_registry"
     ),

@@ -2,10 +2,12 @@
 
 Every bound is computed from measured quantities of the two runs being compared (their
 parameters before and after each epoch) and from the precisions the adapter may use
-(the parameter dtype for forming steps and holding the average, its declared
-accumulation dtype for sums). Nothing here is a tuning knob: a loose bound would hide
-real disagreements, so each term says which rounding it pays for. This module decides
-nothing about AutoDrop itself.
+(its declared accumulation dtype for forming steps, holding the running average and
+summing; the parameter dtype only for the final rounding of an applied average). A
+rounding is paid for only where one happens: forming a step costs nothing where the
+exact difference is representable in the accumulation dtype. Nothing here is a tuning
+knob: a loose bound would hide real disagreements, so each term says which rounding it
+pays for. This module decides nothing about AutoDrop itself.
 """
 
 from __future__ import annotations
@@ -27,23 +29,30 @@ _U64 = UNIT_ROUNDOFF["float64"]
 
 def step_errors(
     x_got: Sequence[Array], x_ref: Sequence[Array], hat_got: Sequence[Array], hat_ref: Sequence[Array],
-    dtypes: Sequence[str],
+    accumulation: str,
 ) -> list[Array]:
     """Per element, a bound on |s_adapter - s_reference| for one epoch's step.
 
     Pays for the two runs holding different parameters (measured), for an adapter that
-    forms the step in the parameter dtype (nothing where the step is representable in
-    that dtype, since IEEE subtraction then is exact; else one rounding), and for a
-    float64 subtraction on either side (one rounding each).
+    forms the step in its accumulation dtype (nothing where the step is representable
+    in that dtype, since IEEE subtraction then is exact; else one rounding: with float64
+    accumulation never more than the float64 term), and for a float64 subtraction on
+    either side (one rounding each). A float16 or bfloat16 step formed in the parameter
+    dtype is not paid for: the spec forms steps before any reduction, in the
+    accumulation precision.
     """
     from autodrop_conformance._protocol import round_to
 
     out = []
-    for xa, xr, ha, hr, dtype in zip(x_got, x_ref, hat_got, hat_ref, dtypes, strict=True):
+    unit = UNIT_ROUNDOFF[accumulation]
+    for xa, xr, ha, hr in zip(x_got, x_ref, hat_got, hat_ref, strict=True):
         step = xa - ha
-        with np.errstate(invalid="ignore"):
-            inexact = round_to(dtype, step) != step
-        formed = np.where(inexact, UNIT_ROUNDOFF[dtype] * np.abs(step), 0.0)
+        if accumulation == "float64":
+            formed: Array | float = 0.0
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                inexact = round_to(accumulation, step) != step
+            formed = np.where(inexact, unit * np.abs(step), 0.0)
         out.append(np.abs(xa - xr) + np.abs(ha - hr) + formed + _U64 * (np.abs(step) + np.abs(xr - hr)))
     return out
 
@@ -108,17 +117,19 @@ def angle_halfwidth(
 
 def average_tolerance(
     average_ref: Sequence[Array], magnitude: Sequence[Array], discrepancy: Sequence[Array],
-    dtypes: Sequence[str], drop_delay: int,
+    dtypes: Sequence[str], drop_delay: int, accumulation: str = "float64",
 ) -> list[Array]:
     """Per element, how far the adapter's applied average may lie from the reference's.
 
     Pays for the inputs differing (``discrepancy``: the largest |x_adapter - x_ref| over the
-    averaged vectors), for an adapter holding the running average in the parameter dtype
-    (three roundings per absorbed vector, on ``magnitude``, the largest |x| averaged), and
-    for the final rounding into the parameter dtype on both sides.
+    averaged vectors), for the running average held in the accumulation dtype on each
+    side (three roundings per absorbed vector, on ``magnitude``, the largest |x|
+    averaged), and for the final rounding into the parameter dtype on both sides. A
+    running average held in float16 or bfloat16 is not paid for.
     """
     out = []
+    acc = max(UNIT_ROUNDOFF[accumulation], _U64)
     for w, m, d, dtype in zip(average_ref, magnitude, discrepancy, dtypes, strict=True):
         u = UNIT_ROUNDOFF[dtype]
-        out.append(d + (3 * drop_delay + 2) * u * m + 2 * u * np.abs(w))
+        out.append(d + (3 * drop_delay + 2) * acc * m + 2 * u * np.abs(w))
     return out

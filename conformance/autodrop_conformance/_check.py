@@ -3,8 +3,9 @@
 Each check replays one case through the adapter (via its driver) and through the numpy
 reference, then hands both traces to ``_compare``. The functions raise
 :class:`ConformanceError` with a readable report; they never skip a disagreement. The
-statistics (share of cases with a drop, early stops, rounding band) are collected here
-and printed by the pytest plugin, and reported per example with Hypothesis ``event()``.
+statistics (share of cases with a drop, early stops, rounding band, and the share of
+each rare configuration the strategies aim for) are collected here and printed by the
+pytest plugin, and reported per example with Hypothesis ``event()``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,62 @@ from typing import Any
 
 from autodrop_conformance._case import Case
 from autodrop_conformance._compare import Verdict, compare_resumed, compare_to_reference
-from autodrop_conformance._protocol import DTYPES, UNIT_ROUNDOFF, Array, Driver
+from autodrop_conformance._protocol import DTYPES, UNIT_ROUNDOFF, Array, Driver, lr_dtype
 from autodrop_conformance._reference import ReferenceRun
 from autodrop_conformance._replay import Trace, replay
 
-__all__ = ["STATS", "Stats", "check_against_reference", "check_case", "check_checkpoint", "check_nan_step"]
+__all__ = [
+    "FEATURES",
+    "STATS",
+    "Stats",
+    "case_features",
+    "check_against_reference",
+    "check_case",
+    "check_checkpoint",
+    "check_nan_step",
+]
+
+#: The rare configurations and outcomes whose share the closing summary reports.
+FEATURES = (
+    "large tensor",
+    "exhausted epoch",
+    "pinned group",
+    "floor binds",
+    "reset_on_drop with a drop",
+    "angle window > 1",
+    "calibrated trigger",
+    "mid-epoch checkpoint",
+)
+
+
+def case_features(case: Case, ref: Trace) -> list[str]:
+    """Which of :data:`FEATURES` this case (and the reference's run of it) shows."""
+    cfg = case.config
+    decisions = [e.decision for e in ref.epochs]
+    found = []
+    if max((math.prod(s) for s in case.layout.shapes), default=0) >= 2**16:
+        found.append("large tensor")
+    if any(d.exhausted for d in decisions):
+        found.append("exhausted epoch")
+    if any(f >= lr for f, lr in zip(cfg.floors, cfg.lrs)):
+        found.append("pinned group")
+    prev = cfg.lrs
+    for d in decisions:
+        if d.apply_average and any(
+            cfg.drop_factor * old < floor < old and new == floor for old, new, floor in zip(prev, d.lrs, cfg.floors)
+        ):
+            found.append("floor binds")
+            break
+        prev = d.lrs
+    if cfg.reset_on_drop and any(d.apply_average for d in decisions):
+        found.append("reset_on_drop with a drop")
+    if cfg.angle_window > 1:
+        found.append("angle window > 1")
+    if getattr(cfg, "trigger", "paper") == "calibrated":
+        found.append("calibrated trigger")
+    if case.save_step:
+        found.append("mid-epoch checkpoint")
+    return found
 
 
 @dataclass
@@ -34,10 +86,14 @@ class Stats:
     with_drop: dict[str, int] = field(default_factory=dict)
     stopped: dict[str, dict[str, int]] = field(default_factory=dict)
     bands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    features: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, name: str, verdict: Verdict, dtype: str) -> None:
+    def add(self, name: str, verdict: Verdict, dtype: str, features: tuple[str, ...] | list[str] = ()) -> None:
         """Count one comparison of adapter ``name`` whose narrowest dtype is ``dtype``."""
         self.examples[name] = self.examples.get(name, 0) + 1
+        counts = self.features.setdefault(name, {})
+        for feature in features:
+            counts[feature] = counts.get(feature, 0) + 1
         self.with_drop[name] = self.with_drop.get(name, 0) + int(verdict.drops > 0)
         stopped = self.stopped.setdefault(name, {})
         stopped[dtype] = stopped.get(dtype, 0) + int(verdict.stopped_at is not None)
@@ -60,6 +116,10 @@ class Stats:
                         f"{bands[len(bands) // 2]:.2g} deg, max {bands[-1]:.2g} deg; "
                         f"{self.stopped[name][dtype]} stopped early"
                     )
+            counts = self.features.get(name, {})
+            out.append("    rare configurations: " + ", ".join(
+                f"{feature} {counts.get(feature, 0) / n:.0%}" for feature in FEATURES
+            ))
         return out
 
 
@@ -92,9 +152,12 @@ def _reference_trace(case: Case, with_nan: bool) -> Trace:
     return replay(start, None, case, with_nan=with_nan)
 
 
-def _record(name: str, verdict: Verdict, case: Case) -> Verdict:
+def _record(name: str, verdict: Verdict, case: Case, ref: Trace) -> Verdict:
     narrowest = max(case.layout.dtypes, key=lambda d: UNIT_ROUNDOFF[d])
-    STATS.add(name, verdict, narrowest)
+    features = case_features(case, ref)
+    STATS.add(name, verdict, narrowest, features)
+    for feature in features:
+        _event(f"rare configuration: {feature}")
     _event(f"reached a drop: {verdict.drops > 0}")
     _event(f"rounding band of delta (deg): {_decade(verdict.band)}")
     if verdict.stopped_at is not None:
@@ -106,24 +169,26 @@ def check_against_reference(driver: Driver, case: Case) -> Verdict:
     """Decisions, reductions, lrs and averaged parameters agree with the reference."""
     ref = _reference_trace(case, with_nan=False)
     got = replay(_starter(driver, case), None, case)
-    return _record(driver.name, compare_to_reference(driver.name, case, ref, got, driver.accumulation), case)
+    verdict = compare_to_reference(driver.name, case, ref, got, driver.accumulation, lr_dtype(driver))
+    return _record(driver.name, verdict, case, ref)
 
 
 def check_nan_step(driver: Driver, case: Case) -> Verdict:
     """NaN parameters at ``case.nan_at`` are refused like the reference does, state intact."""
     ref = _reference_trace(case, with_nan=True)
     got = replay(_starter(driver, case), None, case, with_nan=True)
-    return compare_to_reference(driver.name, case, ref, got, driver.accumulation)
+    return compare_to_reference(driver.name, case, ref, got, driver.accumulation, lr_dtype(driver))
 
 
 def check_checkpoint(driver: Driver, case: Case) -> None:
-    """Saving and restoring after ``case.save_at`` epochs reproduces the uninterrupted run exactly."""
+    """Saving and restoring after ``case.save_at`` epochs (and ``case.save_step`` training steps
+    into the next) reproduces the uninterrupted run exactly."""
 
     def restore(values: list[Array], saved: Any) -> Any:
         return driver.restore(values, case.layout, case.config, saved)
 
-    plain = replay(_starter(driver, case), None, case)
-    resumed = replay(_starter(driver, case), restore, case)
+    plain = replay(_starter(driver, case), None, case, substeps=True)
+    resumed = replay(_starter(driver, case), restore, case, substeps=True)
     compare_resumed(driver.name, case, plain, resumed)
 
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from autodrop_core import AutoDropConfig, Decision
 
 __all__ = [
+    "DEFAULT_SIZE_THRESHOLDS",
     "DTYPES",
     "UNIT_ROUNDOFF",
     "AdapterRun",
@@ -27,7 +28,10 @@ __all__ = [
     "DType",
     "Driver",
     "Layout",
+    "lr_dtype",
+    "optimizer_state",
     "round_to",
+    "size_thresholds",
 ]
 
 Array = npt.NDArray[np.float64]
@@ -92,6 +96,11 @@ class AdapterRun(Protocol):
     def reductions(self) -> tuple[float, float] | None:
         """``(dot, sq_norm)`` the adapter computed at its last epoch, or None if it cannot tell."""
 
+    # Optional (not part of the runtime check): ``optimizer_state() -> list[Array] | None``,
+    # the optimizer's own buffers (momentum, Adam moments) as float64 copies, in a fixed
+    # order. The suite requires them to be bit-for-bit the same before and after every
+    # ``end_epoch()``, an applied average included: the spec keeps optimizer state as it is.
+
 
 @runtime_checkable
 class Driver(Protocol):
@@ -104,6 +113,17 @@ class Driver(Protocol):
             platform has it; the tolerances follow from it).
         max_examples: a suggested number of Hypothesis examples for one test (the run's
             profile decides when None); frameworks that compile per shape ask for fewer.
+
+    Optional attributes (read with ``getattr``, so older drivers keep working):
+        few_shapes: True for at most 3 tensors from 3 shapes (frameworks that compile per shape).
+        max_groups: the most parameter groups the adapter manages (default 3).
+        size_thresholds: element counts at or above which the adapter switches code paths
+            (chunking, fused kernels); the suite draws tensors of exactly these sizes
+            (default :data:`DEFAULT_SIZE_THRESHOLDS`). An empty tuple draws none.
+        lr_dtype: ``"float64"`` (default): the lrs the framework holds must equal the
+            decision's exactly; ``"float32"``: the framework stores lrs in float32 (Keras,
+            ``optax.inject_hyperparams``) and each must equal the float32 rounding of the
+            decision's lr exactly.
     """
 
     name: str
@@ -116,6 +136,39 @@ class Driver(Protocol):
 
     def restore(self, values: Sequence[Array], layout: Layout, config: AutoDropConfig, saved: Any) -> AdapterRun:
         """A new adapter over new parameters holding ``values``, resumed from ``save()``."""
+
+
+#: Tensor sizes drawn when a driver declares no ``size_thresholds``: just past 2**16
+#: (torch's fused CPU kernels) and 2**18 (TensorFlow's chunked buffers) elements.
+DEFAULT_SIZE_THRESHOLDS: tuple[int, ...] = (2**16 + 1, 2**18 + 1)
+
+
+def size_thresholds(driver: object) -> tuple[int, ...]:
+    """The driver's declared ``size_thresholds``, else :data:`DEFAULT_SIZE_THRESHOLDS`."""
+    declared = getattr(driver, "size_thresholds", None)
+    if declared is None:
+        return DEFAULT_SIZE_THRESHOLDS
+    sizes = tuple(int(n) for n in declared)
+    if any(n < 2 for n in sizes):
+        raise ValueError(f"size_thresholds={declared!r} is invalid: expected element counts >= 2")
+    return sizes
+
+
+def lr_dtype(driver: object) -> Literal["float64", "float32"]:
+    """The driver's declared ``lr_dtype`` (``"float64"`` when it declares none)."""
+    declared = getattr(driver, "lr_dtype", "float64")
+    if declared not in ("float64", "float32"):
+        raise ValueError(f"lr_dtype={declared!r} is invalid: expected 'float64' or 'float32'")
+    return "float32" if declared == "float32" else "float64"
+
+
+def optimizer_state(run: object) -> list[Array] | None:
+    """The run's ``optimizer_state()`` as float64 copies, or None when it offers none."""
+    method = getattr(run, "optimizer_state", None)
+    if method is None:
+        return None
+    state = method()
+    return None if state is None else [np.array(a, dtype=np.float64) for a in state]
 
 
 def round_to(dtype: str, values: npt.ArrayLike) -> Array:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from autodrop_conformance._case import Case
 from autodrop_conformance._check import check_against_reference, check_checkpoint, check_nan_step
-from autodrop_conformance._protocol import DTYPES, Driver
+from autodrop_conformance._protocol import DTYPES, Driver, lr_dtype, size_thresholds
 from autodrop_conformance._registry import adapter_names, load_driver
 from autodrop_conformance._strategies import cases
 
@@ -69,6 +69,8 @@ class AdapterConformance:
         assert isinstance(autodrop_driver, Driver)
         assert autodrop_driver.dtypes and set(autodrop_driver.dtypes) <= set(DTYPES)
         assert autodrop_driver.accumulation in ("float64", "float32")
+        size_thresholds(autodrop_driver)  # the optional attributes, when declared, are valid
+        lr_dtype(autodrop_driver)
 
     @_SETTINGS
     @given(data=st.data())

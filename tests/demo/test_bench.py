@@ -134,3 +134,18 @@ def test_the_goal_table_checks_the_needs_drops_margin_and_the_goal():
     assert "CHECK FAILED" in row_b and "NOT met" in row_b
     noise, share, runs = angle_noise(records, "a")
     assert noise == pytest.approx(1 / 2**0.5) and share == 0.0 and runs == 1
+
+
+def test_a_report_keeps_its_hand_written_introduction_and_replaces_the_numbers(quick, tmp_path):
+    report = tmp_path / "bench.md"
+    report.write_text("# My intro\n\nwritten by hand\n\n" + _marker() + "\n\nold numbers 99.99\n")
+    main(["--quick", "--out", str(quick), "--no-progress", "--workers", "1", "--report", str(report)])
+    text = report.read_text()
+    assert text.startswith("# My intro\n\nwritten by hand\n\n" + _marker())
+    assert "old numbers" not in text and text.count(_marker()) == 1
+
+
+def _marker():
+    from autodrop_demo._bench import GENERATED_MARKER
+
+    return GENERATED_MARKER

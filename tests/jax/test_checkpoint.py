@@ -26,10 +26,16 @@ def train_one_epoch(params, epoch):
     return jax.tree.map(lambda x: x + 0.05 * (1.0 + 0.1 * jnp.asarray(rng.standard_normal(x.shape), x.dtype)), params)
 
 
-def run(state, params, first, last, saver=None):
+def noisy_epoch(params, epoch):
+    """An epoch whose step direction is half drift, half noise: a stationary angle, as at saturation."""
+    rng = np.random.default_rng(2000 + epoch)
+    return jax.tree.map(lambda x: x + 0.05 * (1.0 + jnp.asarray(rng.standard_normal(x.shape), x.dtype)), params)
+
+
+def run(state, params, first, last, saver=None, epoch_fn=train_one_epoch):
     decisions, trail = [], []
     for epoch in range(first, last):
-        params, state, decision = autodrop_jax.update(state, train_one_epoch(params, epoch))
+        params, state, decision = autodrop_jax.update(state, epoch_fn(params, epoch))
         decisions.append(decision)
         trail.append(params)
         if saver is not None:
@@ -83,3 +89,36 @@ def test_restoring_into_a_target_with_another_configuration_is_refused(tmp_path)
     checkpointer.close()
     with pytest.raises(StateError, match="different configuration"):
         autodrop_jax.update(restored, params0)
+
+
+def test_the_calibrated_triggers_history_survives_orbax_mid_window_exactly(tmp_path):
+    settings = {"trigger": "calibrated", "drop_factor": 0.5, "drop_delay": 3}
+    epochs = 40
+    params0 = start()
+    checkpointer = ocp.StandardCheckpointer()
+    kept = (22, 23, 30)
+
+    def saver(epoch, state, params):
+        if epoch in kept:
+            checkpointer.save(tmp_path / f"epoch{epoch}", {"autodrop": state, "params": params})
+
+    reference, trail = run(autodrop_jax.init(params0, 0.1, **settings), params0, 0, epochs, saver, noisy_epoch)
+    checkpointer.wait_until_finished()
+    assert any(d.triggered for d in reference) and any(d.apply_average for d in reference)
+    for epoch in kept:
+        target = {"autodrop": autodrop_jax.init(params0, 0.1, **settings), "params": params0}
+        restored = checkpointer.restore(tmp_path / f"epoch{epoch}", target)
+        assert len(restored["autodrop"].core_state.recent) > 0
+        decisions, resumed = run(restored["autodrop"], restored["params"], epoch + 1, epochs, epoch_fn=noisy_epoch)
+        assert decisions == reference[epoch + 1 :], f"resuming after epoch {epoch} diverged"
+        for a, b in zip(jax.tree.leaves(resumed[-1]), jax.tree.leaves(trail[-1]), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    checkpointer.close()
+
+
+def test_a_paper_trigger_checkpoint_keeps_its_layout_and_size():
+    params0 = start()
+    paper = autodrop_jax.init(params0, 0.1, **SETTINGS)
+    calibrated = autodrop_jax.init(params0, 0.1, trigger="calibrated")
+    assert np.asarray(calibrated.core).size > np.asarray(paper.core).size
+    assert np.asarray(paper.core).view("<f8")[0] == 1.0  # layout 1, as before the calibrated trigger

@@ -146,3 +146,25 @@ def test_load_state_dict_refuses_mismatched_shapes_and_keeps_state() -> None:
     with pytest.raises(ValueError, match=r"snapshot\[0\] has shape \(4,\), expected \(3,\)"):
         adapter.load_state_dict(saved)
     assert adapter.state_dict()["core"] == before["core"]
+
+
+def noisy_trajectory(shapes: list[tuple[int, ...]], epochs: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """Steps of one drift plus as much noise: a stationary, jittering angle, as at saturation."""
+    rng = np.random.default_rng(seed)
+    base = [rng.standard_normal(s) for s in shapes]
+    return [[b + rng.standard_normal(b.shape) for b in base] for _ in range(epochs)]
+
+
+def test_the_calibrated_trigger_resumes_exactly_from_a_state_dict_mid_history() -> None:
+    steps = noisy_trajectory([(6,), (2, 3)], epochs=60, seed=4)
+    settings = {"trigger": "calibrated", "drop_delay": 4, "drop_factor": 0.5}
+    whole = NumpyAutoDrop([np.zeros(6), np.zeros((2, 3))], lrs=0.3, **settings)
+    train(whole, steps)
+    assert any(d.dropped for d in whole.history) and any(d.rise is not None for d in whole.history)
+    first = NumpyAutoDrop([np.zeros(6), np.zeros((2, 3))], lrs=0.3, **settings)
+    train(first, steps[:33])
+    second = NumpyAutoDrop([p.copy() for p in first.params], lrs=0.3)
+    second.load_state_dict(first.state_dict())
+    assert second.controller.config.trigger == "calibrated"
+    train(second, steps[33:])
+    assert first.history + second.history == whole.history

@@ -49,7 +49,8 @@ def chunking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 def _same_decision(got: Any, expected: Any) -> None:
     a, b = got.to_dict(), expected.to_dict()
-    for key in ("angle", "smoothed_angle", "delta", "average_weight"):
+    measured = ("threshold", "rise") if b["rise"] is not None else ()  # the calibrated trigger's statistics
+    for key in ("angle", "smoothed_angle", "delta", "average_weight", *measured):
         if b[key] is None:
             assert a[key] is None, key
         else:
@@ -69,6 +70,25 @@ def test_decisions_averages_and_lrs_match_the_numpy_reference_epoch_by_epoch(dty
         for var, arr in zip(walk.tf_vars, walk.np_arrays):
             np.testing.assert_array_equal(var.numpy(), arr, err_msg=f"epoch {t + 1}")
     assert sum(d.dropped for d in reference.history) >= 2
+
+
+def test_the_calibrated_trigger_matches_the_numpy_reference(chunking: None) -> None:
+    settings = {"trigger": "calibrated", "drop_delay": 3, "drop_factor": 0.5}
+    walk = Walk(seed=3)
+    autodrop = AutoDrop(walk.tf_vars, lrs=0.1, **settings)
+    reference = NumpyAutoDrop(walk.np_arrays, 0.1, **settings)
+    for t in range(60):
+        walk.train(autodrop.lr)
+        got, expected = autodrop.end_epoch(), reference.end_epoch()
+        for key in ("threshold", "rise"):
+            a, b = getattr(got, key), getattr(expected, key)
+            assert (a is None) == (b is None), key
+            if a is not None:
+                assert a == pytest.approx(b, rel=1e-12, abs=1e-10), key
+        _same_decision(got, expected)
+        for var, arr in zip(walk.tf_vars, walk.np_arrays):
+            np.testing.assert_array_equal(var.numpy(), arr, err_msg=f"epoch {t + 1}")
+    assert sum(d.dropped for d in reference.history) >= 1
 
 
 def test_a_float16_average_is_rounded_once_like_numpy_astype() -> None:

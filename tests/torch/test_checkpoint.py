@@ -126,3 +126,25 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_changes_nothing() -> None
         AutoDrop(two_groups).load_state_dict(good)
     after = sched.state_dict()
     assert after["core"] == good["core"] and after["watched"] == good["watched"]
+
+
+def test_a_state_dict_written_before_the_calibrated_trigger_still_loads() -> None:
+    # The first release stored core state format 1 (no "recent") and decisions without "rise".
+    x, y = data()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = AutoDrop(opt, **EAGER)
+    for _ in range(5):
+        train_epoch(model, opt, x, y)
+        sched.step()
+    old = sched.state_dict()
+    del old["core"]["config"]["trigger"]
+    del old["core"]["state"]["recent"]
+    old["core"]["state"]["version"] = 1
+    for decision in [old["last_decision"], *old["history"]]:
+        del decision["rise"]
+    twin_opt = torch.optim.SGD(mlp().parameters(), lr=0.05, momentum=0.9)
+    twin = AutoDrop(twin_opt, **EAGER)
+    twin.load_state_dict(old)
+    assert twin.history == sched.history and twin.last_decision == sched.last_decision
+    assert twin._controller.state == sched._controller.state
