@@ -59,9 +59,14 @@ class ConfigError(ValueError):
         super().__init__(f"{field}={show(value)} is invalid: expected {valid}")
 
 
+def _as_text_hint(value: object, valid: str) -> str:
+    # '1e-4' would otherwise be read character by character, or refused without saying why.
+    return f"{valid} (got a string; pass the number itself)" if isinstance(value, (str, bytes)) else valid
+
+
 def _finite_float(name: str, value: object, valid: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(name, value, valid)
+        raise ConfigError(name, value, _as_text_hint(value, valid))
     try:
         as_float = float(value)
     except OverflowError:  # an int beyond float range
@@ -79,7 +84,7 @@ def _strict_int(name: str, value: object, valid: str) -> int:
 
 def _float_tuple(name: str, values: object, valid: str) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ConfigError(name, values, valid)
+        raise ConfigError(name, values, _as_text_hint(values, valid))
     return tuple(_finite_float(f"{name}[{i}]", v, valid) for i, v in enumerate(values))
 
 

@@ -131,7 +131,10 @@ def _parse_line(number: int, line: str) -> tuple[float, float, int | None]:
     except RecursionError as err:
         raise ReplayError(f"line {number}: JSON nested too deeply: {short(line.strip())}") from err
     except json.JSONDecodeError as err:
-        raise ReplayError(f"line {number}: not JSON ({err.msg}): {short(line.strip())}") from err
+        raise ReplayError(
+            f"line {number}: not JSON ({err.msg}): {short(line.strip())}; "
+            'expected one JSON object per line, e.g. {"dot": 0.5, "sq_norm": 1.0}'
+        ) from err
     except ValueError as err:  # an integer beyond sys.get_int_max_str_digits()
         raise ReplayError(f"line {number}: not readable JSON ({clip(str(err), 120)})") from err
     if not isinstance(record, dict):

@@ -14,9 +14,17 @@ The state is a pytree of arrays that orbax saves and restores exactly.
 (1, None, (0.1,))
 """
 
-from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
-from autodrop_jax._optax import learning_rates, set_learning_rates, update_train_state
-from autodrop_jax._state import AutoDropState
+from autodrop_core._extras import missing_framework
+
+try:
+    from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
+    from autodrop_jax._optax import learning_rates, set_learning_rates, update_train_state
+    from autodrop_jax._state import AutoDropState
+except ModuleNotFoundError as _err:
+    _missing = missing_framework(_err, "autodrop_jax", "jax", ("jax", "jaxlib", "optax", "numpy"))
+    if _missing is None:
+        raise
+    raise _missing from _err
 
 __all__ = [
     "AutoDropState",

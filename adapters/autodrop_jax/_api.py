@@ -12,7 +12,7 @@ rule of the core.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
@@ -66,7 +66,13 @@ def init(params: Any, lrs: Sequence[float] | float, **config: Any) -> AutoDropSt
         autodrop_core.ConfigError: a setting is out of its valid range.
         TypeError: a leaf of ``params`` is not a floating-point array.
     """
-    lr_tuple: tuple[float, ...] = (lrs,) if isinstance(lrs, (int, float, numbers.Real)) else tuple(lrs)
+    # One number is one group; a string or any other non-sequence goes to the core
+    # unchanged, which refuses it whole (tuple('0.1') would be read character by character).
+    lr_tuple: Any = lrs
+    if isinstance(lrs, numbers.Real):
+        lr_tuple = (lrs,)
+    elif isinstance(lrs, Iterable) and not isinstance(lrs, (str, bytes)):
+        lr_tuple = tuple(lrs)
     cfg = AutoDropConfig(lrs=lr_tuple, **config)
     leaves, treedef, _ = _float_leaves(params, "params")
     acc = accumulation_dtype()

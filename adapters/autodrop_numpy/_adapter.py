@@ -9,7 +9,8 @@ arrays, when the core rejects an epoch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,13 @@ class NumpyAutoDrop:
     """
 
     def __init__(self, params: Sequence[Array], lrs: Sequence[float] | float, **config: Any) -> None:
-        lr_tuple = (lrs,) if isinstance(lrs, (int, float)) else tuple(lrs)
+        # One number is one group; a string or any other non-sequence goes to the core
+        # unchanged, which refuses it whole (tuple('0.1') would be read character by character).
+        lr_tuple: Any = lrs
+        if isinstance(lrs, numbers.Real):
+            lr_tuple = (lrs,)
+        elif isinstance(lrs, Iterable) and not isinstance(lrs, (str, bytes)):
+            lr_tuple = tuple(lrs)
         self.params = _check_params(params)
         self.controller = Controller(AutoDropConfig(lrs=lr_tuple, **config))
         self._snapshot = [p.copy() for p in self.params]

@@ -9,7 +9,15 @@ The decision rules live in :mod:`autodrop_core`; this package only computes the 
 reductions (float64, on the device) and applies the decisions.
 """
 
-from autodrop_tf._adapter import AutoDrop
-from autodrop_tf._callback import AutoDropCallback
+from autodrop_core._extras import missing_framework
+
+try:
+    from autodrop_tf._adapter import AutoDrop
+    from autodrop_tf._callback import AutoDropCallback
+except ModuleNotFoundError as _err:
+    _missing = missing_framework(_err, "autodrop_tf", "tensorflow", ("tensorflow", "keras", "numpy"))
+    if _missing is None:
+        raise
+    raise _missing from _err
 
 __all__ = ["AutoDrop", "AutoDropCallback"]

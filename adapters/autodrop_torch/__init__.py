@@ -6,7 +6,15 @@ averaging the last parameter vectors (Teng, Wang, Choromanska, UAI 2024). The de
 rules live in ``autodrop_core``; this package only reduces and moves tensors.
 """
 
-from autodrop_core import ConfigError, Decision, InvalidReductionError
-from autodrop_torch._scheduler import AutoDrop
+from autodrop_core._extras import missing_framework
+
+try:
+    from autodrop_core import ConfigError, Decision, InvalidReductionError
+    from autodrop_torch._scheduler import AutoDrop
+except ModuleNotFoundError as _err:
+    _missing = missing_framework(_err, "autodrop_torch", "torch", ("torch", "numpy"))
+    if _missing is None:
+        raise
+    raise _missing from _err
 
 __all__ = ["AutoDrop", "ConfigError", "Decision", "InvalidReductionError"]

@@ -28,6 +28,11 @@ __all__ = ["AutoDrop"]
 Key = tuple[int, int]
 
 
+def _per_group(min_lr: object) -> bool:
+    """``min_lr`` given as one floor per group (a string is not: the core refuses it whole)."""
+    return isinstance(min_lr, Sequence) and not isinstance(min_lr, (str, bytes))
+
+
 def _set_group_lr(group: dict[str, Any], lr: float) -> None:
     if isinstance(group["lr"], Tensor):
         group["lr"].fill_(lr)
@@ -94,7 +99,7 @@ class AutoDrop(LRScheduler):
         lrs = tuple(float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups)
         self._config = AutoDropConfig(
             lrs=lrs,
-            min_lr=tuple(min_lr) if isinstance(min_lr, Sequence) else min_lr,
+            min_lr=tuple(min_lr) if _per_group(min_lr) else min_lr,
             drop_factor=drop_factor,
             threshold=threshold,
             max_threshold=max_threshold,
@@ -103,7 +108,7 @@ class AutoDrop(LRScheduler):
             reset_on_drop=reset_on_drop,
             trigger=trigger,
         )
-        self._shared_floor: float | None = None if isinstance(min_lr, Sequence) else float(min_lr)
+        self._shared_floor: float | None = None if _per_group(min_lr) else self._config.floors[0]
         for g, group in enumerate(optimizer.param_groups):
             for i, p in enumerate(group["params"]):
                 if local_tensor(p).device.type == "meta":

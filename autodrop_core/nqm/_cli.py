@@ -27,30 +27,54 @@ from autodrop_core.nqm._model import PRESETS, NoisyQuadratic, preset
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``autodrop nqm`` parser and its subcommand parsers by name."""
     parser = argparse.ArgumentParser(
         prog="autodrop nqm", description="Noisy quadratic model (numba): the paper's evidence."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    presets = ", ".join(PRESETS)
+    lrs = " ".join(f"{lr:g}" for lr in FIGURE1_LRS)
 
-    th = commands.add_parser("theorem1", help="predicted (eq. 6) against measured saturation angles")
-    th.add_argument("--preset", choices=[*PRESETS, "both"], default="both")
-    th.add_argument("--lrs", type=float, nargs="+", default=list(FIGURE1_LRS))
+    th = commands.add_parser(
+        "theorem1", help="predicted (eq. 6) against measured saturation angles",
+        description="Theorem 1 (eq. 6): the predicted stationary SGD angle against the measured one, per lr.",
+        epilog="example: autodrop nqm theorem1 --preset figure1 --lrs 0.03 0.01 --seeds 4 --iters 500",
+    )
+    th.add_argument(
+        "--preset", choices=[*PRESETS, "both"], default="both",
+        help=f"curvature/noise spectrum: {presets}, or both (default both)",
+    )
+    th.add_argument(
+        "--lrs", type=float, nargs="+", default=list(FIGURE1_LRS), metavar="LR",
+        help=f"constant learning rates to check (default {lrs})",
+    )
     th.add_argument("--seeds", type=int, help="independent runs per lr (default: zhang2019 32, figure1 8)")
     th.add_argument("--iters", type=int, help="iterations per run (default: zhang2019 9000, figure1 1500)")
     th.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    f1 = commands.add_parser("figure1", help="loss and angle of SGD at constant lrs")
-    f1.add_argument("--preset", choices=PRESETS, default="figure1")
-    f1.add_argument("--iters", type=int, default=3000)
-    f1.add_argument("--seed", type=int, default=0)
-
-    f3 = commands.add_parser("figure3", help="AutoDrop (the core's Controller) on the NQM")
-    f3.add_argument("--preset", choices=[*PRESETS, "both"], default="both")
+    f1 = commands.add_parser(
+        "figure1", help="loss and angle of SGD at constant lrs",
+        description=f"Figure 1: loss and per-iteration angle of SGD at the constant lrs {lrs}.",
+        epilog="example: autodrop nqm figure1 --iters 1000 --out out/figure1.png",
+    )
+    f1.add_argument(
+        "--preset", choices=PRESETS, default="figure1", help=f"curvature/noise spectrum: {presets} (default figure1)"
+    )
+    f3 = commands.add_parser(
+        "figure3", help="AutoDrop (the core's Controller) on the NQM",
+        description="Figure 3: AutoDrop (the core's Controller) driving SGD's lr on the NQM.",
+        epilog="example: autodrop nqm figure3 --preset figure1 --trigger paper --iters 1000 --json --out out/fig3.png",
+    )
+    f3.add_argument(
+        "--preset", choices=[*PRESETS, "both"], default="both",
+        help=f"curvature/noise spectrum: {presets}, or both (default both)",
+    )
     f3.add_argument("--trigger", choices=[*TRIGGERS, "both"], default="both",
                     help="AutoDropConfig.trigger (default both)")
-    f3.add_argument("--iters", type=int, default=3000)
-    f3.add_argument("--seed", type=int, default=0)
+    for sub in (f1, f3):
+        sub.add_argument("--iters", type=int, default=3000, help="SGD iterations (default 3000)")
+        sub.add_argument("--seed", type=int, default=0, help="seed of the gradient noise (default 0)")
     f3.add_argument("--drop-delay", type=int, default=20, help="AutoDropConfig.drop_delay (default 20)")
     f3.add_argument("--max-threshold", type=float,
                     help="AutoDropConfig.max_threshold, paper trigger only (default 1.0)")
@@ -63,7 +87,15 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     for sub in (f1, f3):
         sub.add_argument("--out", required=True, help="PNG file to write")
-    return parser
+    return parser, {"theorem1": th, "figure1": f1, "figure3": f3}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser, subparsers = _parsers()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a typo'd flag: show the subcommand's usage, not the top-level one
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 # preset -> (n, seeds, iters) by default. The ratio of means has a standard error of about
@@ -168,7 +200,7 @@ def _print_figure3_run(model: NoisyQuadratic, run: AutoDropRun) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``autodrop nqm COMMAND ...``; returns the exit status (theorem1: 1 if a row disagrees)."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "theorem1":
             return _theorem1(args)
