@@ -276,7 +276,9 @@ def cases(draw: st.DrawFn, driver: Driver, max_epochs: int = 30) -> Case:
     paper = getattr(config, "trigger", "paper") == "paper"
     tie = paper and epochs >= 3 and draw(st.integers(0, 11), label="a tie: delta(3) == theta == 90 (0) or not") == 0
     if tie:
-        config = dataclasses.replace(config, threshold=90.0, max_threshold=max(90.0, config.max_threshold))
+        # delta(3) is the first delta only with a window of one angle
+        config = dataclasses.replace(config, threshold=90.0, max_threshold=max(90.0, config.max_threshold),
+                                     angle_window=1)
     flat_steps = draw(_flat_steps(size, epochs, motif, tie))
     shapes = layout.shapes
     initial = tuple(round_to(d, a) for a, d in zip(_split(start * scales * 0.25, shapes, blocks), layout.dtypes))

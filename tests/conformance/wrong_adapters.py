@@ -31,6 +31,7 @@ from autodrop_core import (
     advance,
     initial_state,
 )
+from autodrop_core._calibrated import MAX_HISTORY
 
 
 class LateDropDriver(NumpyDriver):
@@ -213,22 +214,27 @@ def _transition(
     # The real transition validates the input and supplies every field this one does not
     # know (so the core may grow fields); only the paper's trigger is re-written here.
     template, template_state = advance(config, state, dot, sq_norm)
-    if getattr(config, "trigger", "paper") != "paper":
-        return template, template_state
+    paper = getattr(config, "trigger", "paper") == "paper"
     epoch = state.epoch + 1
-    angle = _angle(dot, sq_norm, state.prev_sq_norm, bug)
-    if angle is None:
-        angles: tuple[float, ...] = state.angles if bug == "undefined-kept-in-window" else ()
-    else:
-        angles = (*state.angles, angle)[-config.angle_window:]
-    smoothed = _window_mean(angles, config.angle_window, bug == "partial-window")
-    previous = state.prev_smoothed_angle
-    delta = None if smoothed is None or previous is None else abs(smoothed - previous)
     theta, pending = state.theta, state.pending
-    fires = delta is not None and (delta <= theta if bug == "trigger-le" else delta < theta)
-    triggered = fires and (pending == 0 or bug == "no-latch")
-    if triggered and bug == "no-latch":
-        pending = 0
+    if paper:
+        angle = _angle(dot, sq_norm, state.prev_sq_norm, bug)
+        if angle is None:
+            angles: tuple[float, ...] = state.angles if bug == "undefined-kept-in-window" else ()
+        else:
+            angles = (*state.angles, angle)[-config.angle_window:]
+        smoothed = _window_mean(angles, config.angle_window, bug == "partial-window")
+        previous = state.prev_smoothed_angle
+        delta = None if smoothed is None or previous is None else abs(smoothed - previous)
+        fires = delta is not None and (delta <= theta if bug == "trigger-le" else delta < theta)
+        triggered = fires and (pending == 0 or bug == "no-latch")
+        if triggered and bug == "no-latch":
+            pending = 0
+    else:
+        # The calibrated test itself is the core's; what follows it (latch, weights, drop,
+        # floors) is written apart here too, so those bugs show under either trigger.
+        angle, smoothed, delta, angles = template.angle, template.smoothed_angle, template.delta, ()
+        triggered = template.triggered
     weight = None
     if triggered or pending > 0:
         pending += 1
@@ -247,7 +253,9 @@ def _transition(
             lrs = tuple(min(lr, max(f, config.drop_factor * lr)) for lr, f in zip(state.lrs, config.floors))
         dropped = any(new < old for new, old in zip(lrs, state.lrs))
         exhausted = not dropped and bug != "exhausted-never-said"
-        if bug == "theta-uncapped":
+        if not paper:
+            pass
+        elif bug == "theta-uncapped":
             theta = theta / config.drop_factor
         elif bug == "theta-frozen" or (bug == "exhausted-freezes-theta" and not dropped):
             pass
@@ -257,11 +265,19 @@ def _transition(
         if config.reset_on_drop and bug != "reset-ignored":
             angles = ()
             remembered = smoothed if bug == "reset-keeps-mean" else None
+    if paper:
+        recent = template_state.recent
+    elif apply_average:
+        recent = ()
+    else:  # the core may have dropped (and forgotten) where this one did not
+        recent = state.recent if angle is None else (*state.recent, angle)[-MAX_HISTORY:]
     decision = replace(template, epoch=epoch, angle=angle, smoothed_angle=smoothed, delta=delta,
-                       threshold=state.theta, triggered=triggered, average_weight=weight,
-                       apply_average=apply_average, dropped=dropped, exhausted=exhausted, lrs=lrs)
+                       threshold=state.theta if paper else template.threshold, triggered=triggered,
+                       average_weight=weight, apply_average=apply_average, dropped=dropped, exhausted=exhausted,
+                       lrs=lrs)
     return decision, replace(template_state, epoch=epoch, lrs=lrs, theta=theta, prev_sq_norm=sq_norm,
-                             angles=angles, prev_smoothed_angle=remembered, pending=pending)
+                             angles=angles, prev_smoothed_angle=remembered if paper else None, pending=pending,
+                             recent=recent)
 
 
 def _round_bfloat16(x: float) -> float:
