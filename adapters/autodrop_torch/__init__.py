@@ -6,7 +6,7 @@ averaging the last parameter vectors (Teng, Wang, Choromanska, UAI 2024). The de
 rules live in ``autodrop_core``; this package only reduces and moves tensors.
 """
 
-from autodrop_core import ConfigError, Decision, InvalidReductionError
-from autodrop_torch._scheduler import AutoDrop
+from autodrop_core import ConfigError, Decision, InvalidReductionError, LRConflictError
+from autodrop_torch._scheduler import AutoDrop, AutoDropUsageWarning
 
-__all__ = ["AutoDrop", "ConfigError", "Decision", "InvalidReductionError"]
+__all__ = ["AutoDrop", "AutoDropUsageWarning", "ConfigError", "Decision", "InvalidReductionError", "LRConflictError"]

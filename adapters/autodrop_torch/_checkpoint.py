@@ -140,4 +140,5 @@ def load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
     scheduler._shared_floor = state["shared_floor"]
     reductions = state["last_reductions"]
     scheduler.last_reductions = None if reductions is None else (float(reductions[0]), float(reductions[1]))
+    scheduler._reset_usage()
     scheduler._write_lrs()
