@@ -45,7 +45,7 @@ _LR_FIX = (
     "Make AutoDrop the only thing that sets this optimizer's lrs: remove the other scheduler (or the "
     "code writing param_groups[...]['lr']); for a warmup, compose it as "
     "SequentialLR(optimizer, [warmup, autodrop], milestones=[warmup_epochs]); under Hugging Face Trainer "
-    "use autodrop_torch.hf.AutoDropCallback, whose lr_scheduler keeps Trainer from writing the lr."
+    "use autodrop_torch.AutoDropTrainerCallback, whose lr_scheduler keeps Trainer from writing the lr."
 )
 
 

@@ -33,7 +33,7 @@ def test_an_lr_written_by_hand_is_refused_naming_the_group_both_lrs_and_the_fix_
     with pytest.raises(LRConflictError, match=r"param_groups\[0\]\['lr'\] is 0\.2, but AutoDrop wrote 0\.05") as info:
         sched.step()
     assert (info.value.group, info.value.written, info.value.found) == (0, 0.05, 0.2)
-    assert "SequentialLR" in str(info.value) and "AutoDropCallback" in str(info.value)
+    assert "SequentialLR" in str(info.value) and "AutoDropTrainerCallback" in str(info.value)
     after = sched.state_dict()
     assert after["core"] == before["core"] and after["history"] == before["history"] and sched.epoch == 3
     opt.param_groups[0]["lr"] = 0.05  # put it back: the run goes on
