@@ -14,6 +14,7 @@ from typing import Any
 
 from autodrop_core import ConfigError, Decision, InvalidReductionError, LRConflictError
 from autodrop_torch._scheduler import AutoDrop, AutoDropUsageWarning
+from autodrop_torch._timm import TimmAutoDrop
 
 __all__ = [
     "AutoDrop",
@@ -24,6 +25,7 @@ __all__ = [
     "Decision",
     "InvalidReductionError",
     "LRConflictError",
+    "TimmAutoDrop",
 ]
 
 _LAZY = {"AutoDropTrainerCallback": "autodrop_torch._hf", "AutoDropLightningCallback": "autodrop_torch._lightning"}
