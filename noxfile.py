@@ -20,7 +20,8 @@ FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy"]),
     "conformance": ("numpy,conformance", ["tests/conformance"]),
     "nqm": ("nqm,numpy", ["tests/nqm"]),
-    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch"]),
+    # tests/integrations (Hugging Face Trainer, Lightning callback, timm's convention) share the torch venv.
+    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/integrations"]),
     "jax": ("jax,jax-test,conformance", ["tests/jax"]),
     "tensorflow": ("tensorflow,conformance", ["tests/tf"]),
     "demo": ("demo", ["tests/demo"]),
