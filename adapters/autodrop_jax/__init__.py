@@ -15,14 +15,17 @@ The state is a pytree of arrays that orbax saves and restores exactly.
 """
 
 from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
-from autodrop_jax._optax import learning_rates, set_learning_rates, update_train_state
+from autodrop_jax._log import log_scalars
+from autodrop_jax._optax import check_learning_rates, learning_rates, set_learning_rates, update_train_state
 from autodrop_jax._state import AutoDropState
 
 __all__ = [
     "AutoDropState",
     "accumulation_dtype",
+    "check_learning_rates",
     "init",
     "learning_rates",
+    "log_scalars",
     "set_learning_rates",
     "step_reductions",
     "update",
