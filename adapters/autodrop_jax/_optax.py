@@ -112,7 +112,7 @@ def learning_rates(
     found = _injected_states(opt_state, hyperparam)
     pairs = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_injected)[0]
     values = {
-        jax.tree_util.keystr(path): float(np.asarray(node.hyperparams[hyperparam]))
+        jax.tree_util.keystr(path): float(np.asarray(_plain(node.hyperparams[hyperparam])))
         for path, node in pairs
         if _is_injected(node) and hyperparam in node.hyperparams
     }
@@ -122,7 +122,21 @@ def learning_rates(
     return tuple(values[next(p for p, g in assignment.items() if g == i)] for i in range(len(groups)))
 
 
+def _is_nnx_variable(node: Any) -> bool:
+    """A flax.nnx Variable (``nnx.Optimizer`` keeps injected hyperparameters in ``OptArray``s)."""
+    return hasattr(node, "get_value") and hasattr(node, "set_value")
+
+
+def _plain(value: Any) -> Any:
+    return value.get_value() if _is_nnx_variable(value) else value
+
+
 def _with_value(old: Any, value: float) -> Any:
+    if _is_nnx_variable(old):
+        # nnx: write into the Variable itself, so nnx.state(optimizer) keeps its OptArray (and an orbax
+        # checkpoint of it keeps restoring), and the nnx.Optimizer holding it sees the new lr.
+        old.set_value(_with_value(old.get_value(), value))
+        return old
     if isinstance(old, jax.Array):
         return jax.device_put(np.asarray(value, dtype=old.dtype), old.sharding)
     return np.asarray(value, dtype=np.result_type(old))
@@ -147,7 +161,10 @@ def set_learning_rates(
         hyperparam: the name of the injected hyperparameter.
 
     Each new value keeps the dtype and sharding of the value it replaces. The other
-    hyperparameters and the optimizer's moments are untouched.
+    hyperparameters and the optimizer's moments are untouched. A ``flax.nnx``
+    Variable (``nnx.Optimizer`` holds its injected lr in an ``OptArray``) is written in
+    place, so ``optimizer.opt_state`` itself gets the new lr and ``nnx.state(optimizer)``
+    keeps its structure for orbax.
 
     Raises:
         ValueError: no injected state holds ``hyperparam``, or the groups do not map
@@ -197,7 +214,7 @@ def check_learning_rates(
         key = jax.tree_util.keystr(path)
         if not _is_injected(node) or key not in assignment:
             continue
-        value = np.asarray(node.hyperparams[hyperparam])
+        value = np.asarray(_plain(node.hyperparams[hyperparam]))
         group = assignment[key]
         written = float(np.asarray(lrs[group], dtype=value.dtype))
         if float(value) != written:
