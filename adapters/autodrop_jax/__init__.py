@@ -15,19 +15,23 @@ The state is a pytree of arrays that orbax saves and restores exactly.
 """
 
 from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
+from autodrop_jax._extras import ExtrasAverage, init_extras, update_extras
 from autodrop_jax._log import log_scalars
 from autodrop_jax._optax import check_learning_rates, learning_rates, set_learning_rates, update_train_state
 from autodrop_jax._state import AutoDropState
 
 __all__ = [
     "AutoDropState",
+    "ExtrasAverage",
     "accumulation_dtype",
     "check_learning_rates",
     "init",
+    "init_extras",
     "learning_rates",
     "log_scalars",
     "set_learning_rates",
     "step_reductions",
     "update",
+    "update_extras",
     "update_train_state",
 ]
