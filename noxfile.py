@@ -20,10 +20,11 @@ FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy"]),
     "conformance": ("numpy,conformance", ["tests/conformance"]),
     "nqm": ("nqm,numpy", ["tests/nqm"]),
-    # tests/integrations (Hugging Face Trainer, Lightning callback, timm's convention) share the torch venv.
-    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/integrations"]),
-    "jax": ("jax,jax-test,conformance", ["tests/jax"]),
-    "tensorflow": ("tensorflow,conformance", ["tests/tf"]),
+    # tests/integrations (Hugging Face Trainer, Lightning callback, timm's convention) share the torch venv;
+    # tests/keras runs autodrop_keras under each session's own Keras backend (torch, JAX, TensorFlow).
+    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/integrations", "tests/keras"]),
+    "jax": ("jax,jax-test,conformance", ["tests/jax", "tests/keras"]),
+    "tensorflow": ("tensorflow,conformance", ["tests/tf", "tests/keras"]),
     "demo": ("demo", ["tests/demo"]),
 }
 

@@ -1,0 +1,208 @@
+"""The Keras 3 callback: AutoDrop's tensor work in ``keras.ops``, the same on every backend.
+
+Per epoch it forms each variable's step in the accumulation dtype (float64 on the
+TensorFlow and torch backends, and on JAX with ``jax_enable_x64``; float32 on JAX
+without it), reduces the two scalars per variable, adds them on the host in order,
+asks the core for a decision, and then averages (the trainable variables and the
+model's float non-trainable weights, e.g. BatchNorm moving statistics), snapshots
+and sets the optimizer's learning rate as the decision says. It holds no rule of its
+own and imports no backend directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from autodrop_core import (
+    AutoDropConfig,
+    Controller,
+    Decision,
+    InvalidReductionError,
+    check_lrs_unchanged,
+    log_scalars,
+)
+
+__all__ = ["AutoDropCallback", "accumulation_dtype"]
+
+_LR_FIX = (
+    "Make AutoDrop the only thing that sets this optimizer's learning rate: remove Keras' ReduceLROnPlateau or "
+    "LearningRateScheduler callback (or the code assigning optimizer.learning_rate); AutoDrop is itself the schedule."
+)
+
+
+def accumulation_dtype() -> str:
+    """``"float64"`` where the backend computes in it, else ``"float32"`` (JAX without x64)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
+def _learning_rate_variable(optimizer: Any) -> Any:
+    raw = getattr(optimizer, "_learning_rate", None)
+    if isinstance(raw, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(raw) and not isinstance(raw, keras.Variable)
+    ):
+        raise TypeError(
+            f"the optimizer's learning_rate is a {type(raw).__name__} schedule, which AutoDrop cannot set: AutoDrop is "
+            f"itself the schedule. Create the optimizer with a float, e.g. "
+            f"keras.optimizers.{type(optimizer).__name__}(learning_rate=0.1), and tune AutoDrop's min_lr, "
+            "drop_factor, threshold and drop_delay"
+        )
+    if not isinstance(raw, keras.Variable):
+        raise TypeError(f"optimizer must be a Keras 3 optimizer with a variable learning rate, got {raw!r}")
+    return raw
+
+
+def _read(variable: Any) -> float:
+    return float(keras.ops.convert_to_numpy(variable.value))
+
+
+class AutoDropCallback(keras.callbacks.Callback):
+    """Drop the learning rate when training saturates, on any Keras 3 backend.
+
+    Args:
+        average_non_trainable: average the model's float non-trainable weights
+            (BatchNorm moving statistics) with the parameters.
+        **settings: the spec's keyword settings: ``min_lr``, ``drop_factor``,
+            ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
+            ``reset_on_drop``, validated at construction.
+
+    The starting lr is the optimizer's at the start of ``fit``. Each epoch the
+    callback writes ``logs["learning_rate"]`` (the lr the epoch trained with) and the
+    keys of :func:`autodrop_core.log_scalars` (``autodrop/angle``, ``autodrop/delta``,
+    ``autodrop/lr_0``, ...; undefined ones left out). Put it before checkpointing
+    callbacks, so they save the averaged weights.
+
+    Not yet supported: resuming mid-run (``fit(initial_epoch>0)`` is refused), and
+    more than one learning rate.
+
+    Raises:
+        ConfigError: a setting is out of range (at construction).
+    """
+
+    def __init__(self, *, average_non_trainable: bool = True, **settings: Any) -> None:
+        super().__init__()
+        AutoDropConfig(lrs=(1.0,), **settings)  # validate now
+        self._settings = dict(settings)
+        self._average_non_trainable = average_non_trainable
+        self.controller: Controller | None = None
+        self.history: list[Decision] = []
+        self.last_reductions: tuple[float, float] | None = None
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError("AutoDropCallback needs a compiled model: call model.compile(optimizer=...) first")
+        self._lr = _learning_rate_variable(optimizer)
+        self._params: list[Any] = list(self.model.trainable_variables)
+        if not self._params:
+            raise ValueError("the model has no trainable variables: build it (call it on data) first")
+        self._extras: list[Any] = (
+            [v for v in self.model.non_trainable_weights if keras.backend.is_float_dtype(v.dtype)]
+            if self._average_non_trainable else []
+        )
+        self._acc = accumulation_dtype()
+        self._starting = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._starting:
+            return
+        self._starting = False
+        if epoch != 0:
+            raise ValueError(
+                f"fit starts at initial_epoch={epoch}: autodrop_keras cannot resume a run yet (its state is not "
+                "saved by BackupAndRestore or ModelCheckpoint); start with initial_epoch=0, or use autodrop_tf's "
+                "AutoDropCallback with a tf.train.Checkpoint under the TensorFlow backend"
+            )
+        lr = _read(self._lr)
+        self.controller = Controller(AutoDropConfig(lrs=(lr,), **self._settings))
+        self._snapshot = [keras.ops.copy(v.value) for v in self._params]
+        self._prev_step = [keras.ops.zeros(v.shape, dtype=self._acc) for v in self._params]
+        self._average: list[Any] | None = None
+        self._extra_average: list[Any] | None = None
+        self._written = lr
+        self.history = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        used = _read(self._lr)
+        self._end_epoch()
+        if logs is not None:
+            logs["learning_rate"] = used
+            logs.update(self.last_decision_log())
+
+    # ------------------------------------------------------------------ work
+    def _end_epoch(self) -> Decision:
+        controller = self.controller
+        if controller is None:
+            raise RuntimeError("AutoDropCallback.on_epoch_end before on_epoch_begin")
+        check_lrs_unchanged([self._written], [_read(self._lr)], where="the optimizer's learning_rate", fix=_LR_FIX)
+        ops = keras.ops
+        steps, dot, sq_norm = [], 0.0, 0.0
+        for v, snap, prev in zip(self._params, self._snapshot, self._prev_step, strict=True):
+            step = ops.subtract(ops.cast(v.value, self._acc), ops.cast(snap, self._acc))
+            dot += float(ops.convert_to_numpy(ops.sum(ops.multiply(step, prev))))
+            sq_norm += float(ops.convert_to_numpy(ops.sum(ops.multiply(step, step))))
+            steps.append(step)
+        try:
+            decision, state = controller.preview(dot, sq_norm)
+        except InvalidReductionError as err:
+            raise self._explain(err) from err
+        if decision.average_weight is not None:
+            self._average = self._absorb(self._average, self._params, decision.average_weight)
+            self._extra_average = self._absorb(self._extra_average, self._extras, decision.average_weight)
+        if decision.apply_average:
+            assert self._average is not None and self._extra_average is not None
+            for v, avg in zip(self._params + self._extras, self._average + self._extra_average, strict=True):
+                v.assign(ops.cast(avg, v.dtype))
+            self._average = self._extra_average = None
+        self._snapshot = [ops.copy(v.value) for v in self._params]
+        self._prev_step = steps
+        controller.commit(decision, state)
+        self._lr.assign(decision.lrs[0])
+        self._written = _read(self._lr)
+        self.history.append(decision)
+        self.last_reductions = (dot, sq_norm)
+        return decision
+
+    def _absorb(self, average: list[Any] | None, variables: Sequence[Any], weight: float) -> list[Any]:
+        ops = keras.ops
+        values = [ops.cast(v.value, self._acc) for v in variables]
+        if average is None or weight == 1.0:
+            return [ops.copy(x) for x in values]
+        # the weight as a tensor of the accumulation dtype: a Python float would become floatx on some backends
+        c = ops.convert_to_tensor(weight, dtype=self._acc)
+        return [ops.add(w, ops.multiply(c, ops.subtract(x, w))) for w, x in zip(average, values, strict=True)]
+
+    def _explain(self, err: InvalidReductionError) -> InvalidReductionError:
+        for v in self._params:
+            if not bool(ops_all_finite(v)):
+                return InvalidReductionError(
+                    err.epoch, err.field, err.value, "finite parameters", f"variable {v.path} holds NaN or infinity"
+                )
+        return err
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def last_decision(self) -> Decision | None:
+        """The decision of the last epoch, None before the first."""
+        return None if self.controller is None else self.controller.last_decision
+
+    def last_decision_log(self) -> dict[str, float]:
+        """The last decision as a flat dict of finite floats ({} before the first epoch)."""
+        decision = self.last_decision
+        if decision is None or self.controller is None:
+            return {}
+        return log_scalars(decision, pending=self.controller.state.pending)
+
+
+def ops_all_finite(variable: Any) -> bool:
+    """Whether every element of ``variable`` is finite."""
+    return bool(keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(variable.value))))
+
+
