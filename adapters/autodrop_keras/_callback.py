@@ -11,16 +11,21 @@ own and imports no backend directly.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from autodrop_core import (
     AutoDropConfig,
     Controller,
     Decision,
     InvalidReductionError,
+    StateError,
     check_lrs_unchanged,
     log_scalars,
 )
@@ -78,16 +83,31 @@ class AutoDropCallback(keras.callbacks.Callback):
     ``autodrop/lr_0``, ...; undefined ones left out). Put it before checkpointing
     callbacks, so they save the averaged weights.
 
-    Not yet supported: resuming mid-run (``fit(initial_epoch>0)`` is refused), and
-    more than one learning rate.
+    Resuming: with ``state_dir``, the callback writes its state after every epoch to
+    ``state_dir/autodrop-<epoch>.npz`` (keeping the last ``keep``), and a ``fit`` that
+    starts at ``initial_epoch = n > 0`` (set by Keras' ``BackupAndRestore``, or passed
+    after ``load_model``) loads ``autodrop-<n>.npz``, so the run continues exactly, also
+    inside an averaging window. Without ``state_dir``, ``initial_epoch > 0`` is refused.
+    One learning rate only (Keras optimizers have one).
 
     Raises:
         ConfigError: a setting is out of range (at construction).
     """
 
-    def __init__(self, *, average_non_trainable: bool = True, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        average_non_trainable: bool = True,
+        state_dir: str | os.PathLike[str] | None = None,
+        keep: int = 2,
+        **settings: Any,
+    ) -> None:
         super().__init__()
         AutoDropConfig(lrs=(1.0,), **settings)  # validate now
+        if keep < 1:
+            raise ValueError(f"keep={keep!r}: expected an integer >= 1 (state files kept in state_dir)")
+        self._state_dir = None if state_dir is None else Path(state_dir)
+        self._keep = int(keep)
         self._settings = dict(settings)
         self._average_non_trainable = average_non_trainable
         self.controller: Controller | None = None
@@ -115,11 +135,8 @@ class AutoDropCallback(keras.callbacks.Callback):
             return
         self._starting = False
         if epoch != 0:
-            raise ValueError(
-                f"fit starts at initial_epoch={epoch}: autodrop_keras cannot resume a run yet (its state is not "
-                "saved by BackupAndRestore or ModelCheckpoint); start with initial_epoch=0, or use autodrop_tf's "
-                "AutoDropCallback with a tf.train.Checkpoint under the TensorFlow backend"
-            )
+            self._resume(epoch)
+            return
         lr = _read(self._lr)
         self.controller = Controller(AutoDropConfig(lrs=(lr,), **self._settings))
         self._snapshot = [keras.ops.copy(v.value) for v in self._params]
@@ -132,9 +149,85 @@ class AutoDropCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         used = _read(self._lr)
         self._end_epoch()
+        if self._state_dir is not None:
+            self._save(epoch + 1)
         if logs is not None:
             logs["learning_rate"] = used
             logs.update(self.last_decision_log())
+
+    # ------------------------------------------------------------------ state files
+    def _path(self, epoch: int) -> Path:
+        assert self._state_dir is not None
+        return self._state_dir / f"autodrop-{epoch}.npz"
+
+    def _save(self, epoch: int) -> None:
+        """Write the state after ``epoch`` epochs (atomically), then drop files older than ``keep``."""
+        assert self.controller is not None and self._state_dir is not None
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, Any] = {}
+        for name, tensors in (("snapshot", self._snapshot), ("prev_step", self._prev_step),
+                              ("average", self._average), ("extra_average", self._extra_average)):
+            for i, t in enumerate(tensors or []):
+                # the accumulation dtype holds every value exactly (snapshots of float16/bfloat16 too)
+                arrays[f"{name}_{i}"] = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, self._acc)))
+        meta = {"epoch": epoch, "core": self.controller.to_dict(), "written": self._written,
+                "pending": self._average is not None, "acc": self._acc}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        target = self._path(epoch)
+        partial = target.with_suffix(".partial.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, target)
+        for old in self._state_dir.glob("autodrop-*.npz"):
+            number = old.stem.removeprefix("autodrop-")
+            if number.isdigit() and int(number) <= epoch - self._keep:
+                old.unlink()
+
+    def _resume(self, epoch: int) -> None:
+        if self._state_dir is None:
+            raise ValueError(
+                f"fit starts at initial_epoch={epoch} but AutoDropCallback has no state_dir to resume from: pass "
+                "AutoDropCallback(state_dir=...) in both runs (next to BackupAndRestore's backup_dir), or start "
+                "with initial_epoch=0"
+            )
+        path = self._path(epoch)
+        if not path.is_file():
+            found = sorted(p.name for p in self._state_dir.glob("autodrop-*.npz"))
+            raise ValueError(
+                f"fit resumes at epoch {epoch} but {path} does not exist (state_dir holds {found}): the weights and "
+                "AutoDrop's state must come from the same epoch"
+            )
+        with np.load(path) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+        controller = Controller.from_dict(meta["core"])
+        if meta["epoch"] != epoch or controller.state.epoch != epoch or meta["acc"] != self._acc:
+            raise StateError(
+                f"{path} holds epoch {meta['epoch']} (core epoch {controller.state.epoch}, accumulation "
+                f"{meta['acc']}); expected epoch {epoch} accumulated in {self._acc}"
+            )
+        mine = AutoDropConfig(lrs=controller.config.lrs, **self._settings).to_dict()
+        if mine != controller.config.to_dict():
+            raise StateError(f"{path} was written with other AutoDrop settings: {controller.config.to_dict()}")
+
+        def load(name: str, variables: Sequence[Any], dtype: str | None) -> list[Any]:
+            out = []
+            for i, v in enumerate(variables):
+                a = arrays.get(f"{name}_{i}")
+                if a is None or tuple(a.shape) != tuple(v.shape):
+                    raise StateError(f"{path}: {name}[{i}] is missing or has the wrong shape for {v.path}")
+                out.append(keras.ops.convert_to_tensor(a, dtype=dtype or v.dtype))
+            return out
+
+        snapshot = load("snapshot", self._params, None)
+        prev_step = load("prev_step", self._params, self._acc)
+        average = load("average", self._params, self._acc) if meta["pending"] else None
+        extra_average = load("extra_average", self._extras, self._acc) if meta["pending"] else None
+        self.controller = controller
+        self._snapshot, self._prev_step = snapshot, prev_step
+        self._average, self._extra_average = average, extra_average
+        self._lr.assign(controller.lrs[0])
+        self._written = _read(self._lr)
+        self.history = []
 
     # ------------------------------------------------------------------ work
     def _end_epoch(self) -> Decision:

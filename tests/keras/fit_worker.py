@@ -8,6 +8,7 @@ their weighted average, and the outcome of a run with ReduceLROnPlateau beside i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -48,6 +49,59 @@ class Recorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.xs.append([np.array(keras.ops.convert_to_numpy(v.value)) for v in self.model.trainable_variables])
         self.stats.append([np.array(keras.ops.convert_to_numpy(v.value)) for v in self.model.non_trainable_weights])
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the run at the end of epoch ``at`` (0-based), after the callbacks before it saved."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
+
+
+def _weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.weights + model.optimizer.variables]
+
+
+def resume_checks(root: str) -> dict[str, object]:
+    """Full run vs. a run interrupted inside an averaging window and resumed two ways."""
+    x, y = data()
+    fit = {"batch_size": 16, "shuffle": False, "verbose": 0}
+    full_model = make_model()
+    full = AutoDropCallback(state_dir=f"{root}/full", **SETTINGS)
+    full_model.fit(x, y, epochs=EPOCHS, callbacks=[full], **fit)
+    inside = next(d.epoch for d in full.history if d.average_weight is not None and not d.apply_average)
+    out: dict[str, object] = {"inside": inside}
+
+    # BackupAndRestore: the interrupted run backs up after each epoch; the rerun resumes at `inside`
+    first = AutoDropCallback(state_dir=f"{root}/bar", **SETTINGS)
+    backup = keras.callbacks.BackupAndRestore(backup_dir=f"{root}/bar-backup")
+    with contextlib.suppress(KeyboardInterrupt):
+        make_model().fit(x, y, epochs=EPOCHS, callbacks=[first, backup, _Interrupt(inside - 1)], **fit)
+    rerun_model = make_model()
+    second = AutoDropCallback(state_dir=f"{root}/bar", **SETTINGS)
+    backup = keras.callbacks.BackupAndRestore(backup_dir=f"{root}/bar-backup")
+    rerun_model.fit(x, y, epochs=EPOCHS, callbacks=[second, backup], **fit)
+    out["bar_decisions_equal"] = [d.to_dict() for d in first.history + second.history] == [
+        d.to_dict() for d in full.history]
+    out["bar_weights_equal"] = all(np.array_equal(a, b) for a, b in zip(_weights(rerun_model), _weights(full_model)))
+
+    # ModelCheckpoint + load_model: resume from the .keras file of epoch `inside`
+    first = AutoDropCallback(state_dir=f"{root}/ckpt", **SETTINGS)
+    saver = keras.callbacks.ModelCheckpoint(f"{root}/ckpt/model-{{epoch}}.keras")
+    with contextlib.suppress(KeyboardInterrupt):
+        make_model().fit(x, y, epochs=EPOCHS, callbacks=[first, saver, _Interrupt(inside - 1)], **fit)
+    loaded = keras.models.load_model(f"{root}/ckpt/model-{inside}.keras")
+    second = AutoDropCallback(state_dir=f"{root}/ckpt", **SETTINGS)
+    loaded.fit(x, y, epochs=EPOCHS, initial_epoch=inside, callbacks=[second], **fit)
+    out["ckpt_decisions_equal"] = [d.to_dict() for d in first.history + second.history] == [
+        d.to_dict() for d in full.history]
+    out["ckpt_weights_equal"] = all(np.array_equal(a, b) for a, b in zip(_weights(loaded), _weights(full_model)))
+    return out
 
 
 def main() -> None:
@@ -94,6 +148,7 @@ def main() -> None:
         "logged_angles": len(fit.history.get("autodrop/angle", [])),
         "conflict": conflict,
         "stats_errors": stats_errors,
+        "resume": resume_checks(sys.argv[1]),
         "env": os.environ.get("KERAS_BACKEND"),
     }))
 

@@ -24,10 +24,11 @@ HERE = Path(__file__).resolve().parent
 LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def _run(backend: str) -> dict[str, object]:
+def _run(backend: str, root: Path) -> dict[str, object]:
     env = {**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
-        [sys.executable, str(HERE / "fit_worker.py")], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(HERE / "fit_worker.py"), str(root)], env=env, capture_output=True, text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -35,12 +36,12 @@ def _run(backend: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("backend", list(LIBRARY))
-def test_fit_on_the_backend_decides_as_the_numpy_reference_averages_batchnorm_and_refuses_another_lr_writer(
-    backend: str,
+def test_fit_on_the_backend_decides_as_the_numpy_reference_averages_batchnorm_and_resumes_exactly(
+    backend: str, tmp_path: Path
 ) -> None:
     if importlib.util.find_spec(LIBRARY[backend]) is None:
         pytest.skip(f"{LIBRARY[backend]} is not installed in this environment")
-    report = _run(backend)
+    report = _run(backend, tmp_path)
     assert report["backend"] == backend
     decisions, reference = report["decisions"], report["reference"]
     assert isinstance(decisions, list) and isinstance(reference, list) and len(decisions) == len(reference) == 20
@@ -59,3 +60,9 @@ def test_fit_on_the_backend_decides_as_the_numpy_reference_averages_batchnorm_an
     assert report["logged_angles"] == 19  # the first epoch's angle is undefined and left out
     assert "the optimizer's learning_rate is 0.025" in str(report["conflict"])
     assert "ReduceLROnPlateau" in str(report["conflict"])
+    # interrupted inside an averaging window, resumed through BackupAndRestore and through
+    # ModelCheckpoint + load_model: the same decisions and bit-identical weights and optimizer state
+    resume = report["resume"]
+    assert isinstance(resume, dict)
+    assert resume == {"inside": resume["inside"], "bar_decisions_equal": True, "bar_weights_equal": True,
+                      "ckpt_decisions_equal": True, "ckpt_weights_equal": True}
