@@ -28,6 +28,9 @@ FRAMEWORKS: dict[str, tuple[str, list[str]]] = {
     "demo": ("demo", ["tests/demo"]),
 }
 
+# sessions whose venv has keras and a Keras backend -> that backend (autodrop_keras conformance runs there)
+KERAS_BACKENDS: dict[str, str] = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
+
 # adapter entry-point name -> extras its conformance run needs
 ADAPTERS: dict[str, str] = {
     "numpy": "numpy,conformance",
@@ -53,6 +56,12 @@ def tests(session: nox.Session, framework: str) -> None:
     extras, folders = FRAMEWORKS[framework]
     _install(session, extras)
     session.run("pytest", *folders, *session.posargs)
+    if framework in KERAS_BACKENDS:
+        # the conformance suite against autodrop_keras under this session's own Keras backend
+        session.run(
+            "pytest", "--pyargs", "autodrop_conformance", "--autodrop-adapter=keras", "-p", "no:cacheprovider",
+            env={"KERAS_BACKEND": KERAS_BACKENDS[framework]},
+        )
 
 
 @nox.session(python=PYTHON)

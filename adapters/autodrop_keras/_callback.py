@@ -63,8 +63,21 @@ def _learning_rate_variable(optimizer: Any) -> Any:
     return raw
 
 
+def _numpy(tensor: Any) -> np.ndarray[Any, Any]:
+    """A copy of a backend tensor as a numpy array (float16/32/64 only: callers cast bfloat16 first)."""
+    # keras.ops.convert_to_numpy goes through np.array(tensor), which numpy 2 flags (DeprecationWarning) for
+    # torch tensors and TensorFlow variables; their own .numpy() does not
+    # torch's .numpy() shares the tensor's memory: always hand back a copy
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return np.array(tensor.detach().cpu().numpy(), copy=True)
+    if backend == "tensorflow":
+        return np.array(tensor.numpy(), copy=True)
+    return np.array(keras.ops.convert_to_numpy(tensor), copy=True)
+
+
 def _read(variable: Any) -> float:
-    return float(keras.ops.convert_to_numpy(variable.value))
+    return float(_numpy(variable.value))
 
 
 class AutoDropCallback(keras.callbacks.Callback):
@@ -119,15 +132,23 @@ class AutoDropCallback(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is None:
             raise ValueError("AutoDropCallback needs a compiled model: call model.compile(optimizer=...) first")
-        self._lr = _learning_rate_variable(optimizer)
-        self._params: list[Any] = list(self.model.trainable_variables)
-        if not self._params:
+        params = list(self.model.trainable_variables)
+        if not params:
             raise ValueError("the model has no trainable variables: build it (call it on data) first")
-        self._extras: list[Any] = (
+        extras = (
             [v for v in self.model.non_trainable_weights if keras.backend.is_float_dtype(v.dtype)]
             if self._average_non_trainable else []
         )
+        self._watch(params, _learning_rate_variable(optimizer), extras)
+
+    def _watch(self, params: Sequence[Any], lr: Any, extras: Sequence[Any] = (), start_lr: float | None = None) -> None:
+        """Watch ``params`` (averaging ``extras`` too) and own the lr variable ``lr`` (also the conformance driver's
+        entry: it has no model). ``start_lr`` overrides the lr read from ``lr`` at the first epoch."""
+        self._lr = lr
+        self._params: list[Any] = list(params)
+        self._extras: list[Any] = list(extras)
         self._acc = accumulation_dtype()
+        self._start_lr = start_lr
         self._starting = True
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -137,8 +158,11 @@ class AutoDropCallback(keras.callbacks.Callback):
         if epoch != 0:
             self._resume(epoch)
             return
-        lr = _read(self._lr)
+        lr = _read(self._lr) if self._start_lr is None else self._start_lr
         self.controller = Controller(AutoDropConfig(lrs=(lr,), **self._settings))
+        if self._start_lr is not None:
+            self._lr.assign(lr)
+            lr = _read(self._lr)
         self._snapshot = [keras.ops.copy(v.value) for v in self._params]
         self._prev_step = [keras.ops.zeros(v.shape, dtype=self._acc) for v in self._params]
         self._average: list[Any] | None = None
@@ -169,7 +193,7 @@ class AutoDropCallback(keras.callbacks.Callback):
                               ("average", self._average), ("extra_average", self._extra_average)):
             for i, t in enumerate(tensors or []):
                 # the accumulation dtype holds every value exactly (snapshots of float16/bfloat16 too)
-                arrays[f"{name}_{i}"] = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, self._acc)))
+                arrays[f"{name}_{i}"] = _numpy(keras.ops.cast(t, self._acc))
         meta = {"epoch": epoch, "core": self.controller.to_dict(), "written": self._written,
                 "pending": self._average is not None, "acc": self._acc}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -239,8 +263,8 @@ class AutoDropCallback(keras.callbacks.Callback):
         steps, dot, sq_norm = [], 0.0, 0.0
         for v, snap, prev in zip(self._params, self._snapshot, self._prev_step, strict=True):
             step = ops.subtract(ops.cast(v.value, self._acc), ops.cast(snap, self._acc))
-            dot += float(ops.convert_to_numpy(ops.sum(ops.multiply(step, prev))))
-            sq_norm += float(ops.convert_to_numpy(ops.sum(ops.multiply(step, step))))
+            dot += float(_numpy(ops.sum(ops.multiply(step, prev))))
+            sq_norm += float(_numpy(ops.sum(ops.multiply(step, step))))
             steps.append(step)
         try:
             decision, state = controller.preview(dot, sq_norm)
@@ -296,6 +320,6 @@ class AutoDropCallback(keras.callbacks.Callback):
 
 def ops_all_finite(variable: Any) -> bool:
     """Whether every element of ``variable`` is finite."""
-    return bool(keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(variable.value))))
+    return bool(_numpy(keras.ops.all(keras.ops.isfinite(variable.value))))
 
 
