@@ -29,11 +29,19 @@ FRAMEWORKS: dict[str, tuple[str, list[str], list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy", "tests/conformance"], ["numpy"]),
     "nqm": ("nqm,numpy", ["tests/nqm"], []),
     # tests/faults: the fault suite (replay kills, bit flips, writers; torch injected failures), small counts.
-    "torch": ("torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/faults"], ["torch"]),
-    "jax": ("jax,jax-test,conformance", ["tests/jax"], ["jax", "jax-float32"]),
-    "tensorflow": ("tensorflow,conformance", ["tests/tf"], ["tensorflow"]),
+    # tests/integrations (Hugging Face Trainer, Lightning callback, timm's convention) share the torch venv;
+    # tests/keras runs autodrop_keras under each session's own Keras backend (torch, JAX, TensorFlow).
+    "torch": (
+        "torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/faults", "tests/integrations", "tests/keras"],
+        ["torch"],
+    ),
+    "jax": ("jax,jax-test,conformance", ["tests/jax", "tests/keras"], ["jax", "jax-float32"]),
+    "tensorflow": ("tensorflow,conformance", ["tests/tf", "tests/keras"], ["tensorflow"]),
     "demo": ("demo", ["tests/demo"], []),
 }
+
+# sessions whose venv has keras and a Keras backend -> that backend (autodrop_keras conformance runs there)
+KERAS_BACKENDS: dict[str, str] = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 
 # framework -> (extras, the oldest versions its extra allows, test folders, conformance adapters).
 # All were found installable for Python 3.11 (`pip index versions jax`, `pip download --no-deps`).
@@ -65,7 +73,7 @@ def _install(session: nox.Session, extras: str, *extra_packages: str) -> None:
     session.install("-e", f".[{extras}]", "pytest", "hypothesis", "hatchling", *extra_packages)
 
 
-def _conformance(session: nox.Session, adapters: list[str]) -> None:
+def _conformance(session: nox.Session, adapters: list[str], env: dict[str, str] | None = None) -> None:
     """The Hypothesis conformance suite against the given registered adapters.
 
     The suite's pytest plugin comes through autodrop's ``pytest11`` entry point (passing
@@ -74,7 +82,7 @@ def _conformance(session: nox.Session, adapters: list[str]) -> None:
     the share of cases that reached a drop and the measured rounding band per dtype.
     """
     flags = [f"--autodrop-adapter={name}" for name in adapters]
-    session.run("pytest", "--pyargs", "autodrop_conformance", *flags, "-p", "no:cacheprovider")
+    session.run("pytest", "--pyargs", "autodrop_conformance", *flags, "-p", "no:cacheprovider", env=env)
 
 
 @nox.session(python=PYTHON)
@@ -92,9 +100,11 @@ def tests(session: nox.Session, framework: str) -> None:
         return
     session.run("pytest", *folders, "tests/docs", env={"AUTODROP_SNIPPETS": framework})
     if framework == "jax":  # the adapter must work in both precision modes: a second run, same venv
-        session.run("pytest", *folders, env={"JAX_ENABLE_X64": "1"})
+        session.run("pytest", "tests/jax", env={"JAX_ENABLE_X64": "1"})
     if adapters:
         _conformance(session, adapters)
+    if framework in KERAS_BACKENDS:  # autodrop_keras under this session's own Keras backend
+        _conformance(session, ["keras"], env={"KERAS_BACKEND": KERAS_BACKENDS[framework]})
 
 
 @nox.session(python=PYTHON)

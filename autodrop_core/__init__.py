@@ -10,6 +10,8 @@ tensor; framework adapters compute the reductions and apply the decisions.
 
 from autodrop_core._config import DEFAULTS, TRIGGERS, AutoDropConfig, ConfigError
 from autodrop_core._controller import CHECKPOINT_FORMAT, Controller
+from autodrop_core._log import LOG_PREFIX, log_scalars
+from autodrop_core._ownership import LRConflictError, check_lrs_unchanged
 from autodrop_core._records import (
     STATE_FORMAT_VERSION,
     AutoDropState,
@@ -22,6 +24,7 @@ from autodrop_core._rules import InvalidReductionError, advance, step_angle
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULTS",
+    "LOG_PREFIX",
     "STATE_FORMAT_VERSION",
     "TRIGGERS",
     "AutoDropConfig",
@@ -30,9 +33,12 @@ __all__ = [
     "Controller",
     "Decision",
     "InvalidReductionError",
+    "LRConflictError",
     "StateError",
     "advance",
+    "check_lrs_unchanged",
     "initial_state",
+    "log_scalars",
     "step_angle",
 ]
 

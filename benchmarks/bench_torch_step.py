@@ -22,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,10 +30,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    from autodrop_torch import AutoDrop
+    from autodrop_torch import AutoDrop, AutoDropUsageWarning
 except ModuleNotFoundError:  # an editable install made before the adapter existed
     sys.path.insert(0, str(ROOT / "adapters"))
-    from autodrop_torch import AutoDrop
+    from autodrop_torch import AutoDrop, AutoDropUsageWarning
+
+# The timed "epochs" move the parameters by hand, without an optimizer step, which AutoDrop
+# warns about (a zero-optimizer-step epoch): expected here.
+warnings.filterwarnings("ignore", category=AutoDropUsageWarning)
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:

@@ -18,7 +18,9 @@ from autodrop_core._extras import missing_framework
 
 try:
     from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
-    from autodrop_jax._optax import learning_rates, set_learning_rates, update_train_state
+    from autodrop_jax._extras import ExtrasAverage, init_extras, update_extras
+    from autodrop_jax._log import log_scalars
+    from autodrop_jax._optax import check_learning_rates, learning_rates, set_learning_rates, update_train_state
     from autodrop_jax._state import AutoDropState
 except ModuleNotFoundError as _err:
     _missing = missing_framework(_err, "autodrop_jax", "jax", ("jax", "jaxlib", "optax", "numpy"))
@@ -28,11 +30,16 @@ except ModuleNotFoundError as _err:
 
 __all__ = [
     "AutoDropState",
+    "ExtrasAverage",
     "accumulation_dtype",
+    "check_learning_rates",
     "init",
+    "init_extras",
     "learning_rates",
+    "log_scalars",
     "set_learning_rates",
     "step_reductions",
     "update",
+    "update_extras",
     "update_train_state",
 ]

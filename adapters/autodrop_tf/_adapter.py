@@ -19,11 +19,25 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from autodrop_core import AutoDropConfig, Controller, Decision, InvalidReductionError, StateError
+from autodrop_core import (
+    AutoDropConfig,
+    Controller,
+    Decision,
+    InvalidReductionError,
+    StateError,
+    check_lrs_unchanged,
+    log_scalars,
+)
 from autodrop_tf._ops import EpochOps
 from autodrop_tf._variables import LrHandle, unwrap_variables
 
 __all__ = ["AutoDrop"]
+
+_LR_FIX = (
+    "Make AutoDrop the only thing that sets this optimizer's learning rate: remove Keras' ReduceLROnPlateau or "
+    "LearningRateScheduler callback (or the code assigning optimizer.learning_rate); AutoDrop is itself the "
+    "schedule. After restoring a checkpoint that holds another lr on purpose, call autodrop.apply_lr()."
+)
 
 #: Config fields a restored checkpoint must share with the object it is loaded into
 #: (the starting ``lrs`` may differ: the optimizer may already hold a dropped lr).
@@ -38,6 +52,8 @@ class _Host:
 
     controller: Controller
     lr: LrHandle
+    #: the optimizer's lr as read back after AutoDrop last wrote (or first read) it; None: unknown
+    written: float | None = None
     synced_meta: bytes = b""
     reductions: tuple[float, float] | None = None
     history: list[Decision] = field(default_factory=list)
@@ -106,7 +122,7 @@ class AutoDrop(tf.Module):
         with tf.init_scope():
             self.buffers = EpochOps(params, extras, averaging=config.drop_delay > 1)
             self.meta = tf.Variable(b"", dtype=tf.string, trainable=False, name="autodrop_state")
-        self._host = _Host(Controller(config), handle)
+        self._host = _Host(Controller(config), handle, written=handle.read())
         self.restart()
         if lrs is not None:
             self.apply_lr()  # an explicit starting lr is the one the first epoch trains with
@@ -165,6 +181,9 @@ class AutoDrop(tf.Module):
                 the epoch and the first such variable); nothing changed.
         """
         controller = self.controller
+        written, found = self._host.written, self._host.lr.read()
+        if written is not None and found is not None:
+            check_lrs_unchanged([written], [found], where="the optimizer's learning_rate", fix=_LR_FIX)
         dot, sq_norm = self.buffers.reduce()
         self._host.reductions = (dot, sq_norm)
         try:
@@ -176,6 +195,7 @@ class AutoDrop(tf.Module):
         if decision.apply_average and decision.average_weight != 1.0:
             self.buffers.apply_average()
         self._host.lr.write(decision.lrs[0])
+        self._host.written = self._host.lr.read()
         self.buffers.flip()
         controller.commit(decision, state)
         self._host.history.append(decision)
@@ -199,6 +219,19 @@ class AutoDrop(tf.Module):
     def apply_lr(self) -> None:
         """Write :attr:`lr` into the optimizer (after restoring a checkpoint without it)."""
         self._host.lr.write(self.lr)
+        self._host.written = self._host.lr.read()
+
+    def last_decision_log(self) -> dict[str, float]:
+        """The last decision as a flat dict of finite floats ({} before the first epoch).
+
+        Keys ``autodrop/angle``, ``autodrop/delta``, ``autodrop/threshold``,
+        ``autodrop/lr_0``, ``autodrop/triggered`` (0 or 1), ``autodrop/pending``, ...;
+        undefined values are left out (:func:`autodrop_core.log_scalars`).
+        """
+        decision = self.last_decision
+        if decision is None:
+            return {}
+        return log_scalars(decision, pending=self.controller.state.pending)
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -279,6 +312,9 @@ class AutoDrop(tf.Module):
         self.buffers.active = active
         self._host.history = []
         self._host.synced_meta = raw
+        # A restore may bring the optimizer's saved lr along or not: which lr is in force is unknown
+        # until apply_lr() or the next end_epoch writes one, so the ownership check skips one epoch.
+        self._host.written = None
 
     def _explain(self, err: InvalidReductionError) -> InvalidReductionError:
         """Name the first variable holding NaN or infinity, if that is the cause."""

@@ -37,9 +37,15 @@ class AutoDropCallback(keras.callbacks.Callback):
             ``reset_on_drop``, ``trigger``.
 
     Each epoch it writes ``logs["learning_rate"]`` (the lr used in that epoch, as
-    Keras' own lr callbacks do) and ``logs["autodrop_angle"]`` (degrees, NaN when
-    undefined). Put it before checkpointing callbacks, so they save the averaged
-    weights.
+    Keras' own lr callbacks do), ``logs["autodrop_angle"]`` (degrees, NaN when
+    undefined) and the keys of :meth:`AutoDrop.last_decision_log` (``autodrop/angle``,
+    ``autodrop/delta``, ``autodrop/threshold``, ``autodrop/triggered``,
+    ``autodrop/pending``, ``autodrop/lr_0``, ...; undefined ones left out), which
+    Keras' TensorBoard and CSVLogger callbacks record. Put it before checkpointing
+    callbacks, so they save the averaged weights. If another callback or code changes
+    the optimizer's learning rate (Keras' ``ReduceLROnPlateau``, a
+    ``LearningRateScheduler``), the next ``on_epoch_end`` raises
+    :class:`autodrop_core.LRConflictError`.
 
     ``lrs`` sets the starting lr of the first ``fit``. A later ``fit`` from epoch 0
     starts afresh from the optimizer's lr as the previous one left it (or as you set
@@ -127,6 +133,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["learning_rate"] = used
             logs["autodrop_angle"] = math.nan if decision.angle is None else decision.angle
+            logs.update(autodrop.last_decision_log())
         if self._verbose and (decision.dropped or decision.exhausted):
             what = f"reducing learning rate to {decision.lrs[0]}" if decision.dropped else "lr at its floor"
             print(f"\nEpoch {epoch + 1}: AutoDrop {what} (weights replaced by their average).")

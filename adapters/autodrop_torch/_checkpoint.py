@@ -57,6 +57,9 @@ def save(scheduler: AutoDrop) -> dict[str, Any]:
         "average": _copies(tracked.average),
         "buffer_average": _copies(tracked.buffer_average),
         "last_reductions": None if scheduler.last_reductions is None else list(scheduler.last_reductions),
+        # optimizer steps since the last step(), so that a run saved mid-epoch resumes its usage checks
+        "optimizer_steps": scheduler._optimizer_steps.count,
+        "single_step_periods": scheduler._single_step_periods,
     }
 
 
@@ -212,4 +215,6 @@ def _load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
     scheduler.base_lrs = [float(lr) for lr in base_lrs]
     scheduler._shared_floor = None if shared_floor is None else float(shared_floor)
     scheduler.last_reductions = None if reductions is None else (float(reductions[0]), float(reductions[1]))
+    scheduler._optimizer_steps.count = int(state.get("optimizer_steps", 0))
+    scheduler._single_step_periods = int(state.get("single_step_periods", 0))
     scheduler._write_lrs()

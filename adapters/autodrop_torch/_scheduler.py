@@ -9,6 +9,8 @@ itself. Checkpointing lives in ``_checkpoint.py``.
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -18,14 +20,52 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from autodrop_core import DEFAULTS, AutoDropConfig, Controller, Decision, InvalidReductionError
+from autodrop_core import (
+    DEFAULTS,
+    AutoDropConfig,
+    Controller,
+    Decision,
+    InvalidReductionError,
+    check_lrs_unchanged,
+    log_scalars,
+)
 from autodrop_torch import _checkpoint
 from autodrop_torch._buffers import TrackedTensors
 from autodrop_torch._reduce import accumulation_dtype, local_tensor, reduce_steps
 
-__all__ = ["AutoDrop"]
+__all__ = ["PER_BATCH_PERIODS", "AutoDrop", "AutoDropUsageWarning"]
 
 Key = tuple[int, int]
+
+#: After this many consecutive ``step()`` calls with exactly one optimizer step each, AutoDrop
+#: warns that it looks stepped once per batch instead of once per epoch.
+PER_BATCH_PERIODS = 10
+
+_LR_FIX = (
+    "Make AutoDrop the only thing that sets this optimizer's lrs: remove the other scheduler (or the "
+    "code writing param_groups[...]['lr']); for a warmup, compose it as "
+    "SequentialLR(optimizer, [warmup, autodrop], milestones=[warmup_epochs]); under Hugging Face Trainer "
+    "use autodrop_torch.AutoDropTrainerCallback, whose lr_scheduler keeps Trainer from writing the lr."
+)
+
+
+class AutoDropUsageWarning(UserWarning):
+    """``step()`` is called in a way that is legal but almost always a mistake.
+
+    Raised as a warning (not an error) because full-batch training and tests that set
+    parameters by hand do it on purpose; silence it with
+    ``warnings.filterwarnings("ignore", category=AutoDropUsageWarning)``.
+    """
+
+
+class _OptimizerSteps:
+    """Counts the optimizer's steps through a step post-hook (one object per scheduler)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        self.count += 1
 
 
 def _per_group(min_lr: object) -> bool:
@@ -132,6 +172,11 @@ class AutoDrop(LRScheduler):
         )
         self.history: list[Decision] = []
         self.last_reductions: tuple[float, float] | None = None
+        self._written: list[float] = []
+        self._optimizer_steps = _OptimizerSteps()
+        self._single_step_periods = 0
+        self._warned_per_batch = False
+        optimizer.register_step_post_hook(self._optimizer_steps)
         super().__init__(optimizer)
 
     # ----------------------------------------------------------------- lifecycle
@@ -153,7 +198,13 @@ class AutoDrop(LRScheduler):
             self._tracked.set_buffers([b for b in self._model.buffers() if b.is_floating_point()])
         self.history = []
         self.last_reductions = None
+        self._reset_usage()
         self._write_lrs()
+
+    def _reset_usage(self) -> None:
+        """Forget the optimizer steps counted so far (a new observation period starts now)."""
+        self._optimizer_steps.count = 0
+        self._single_step_periods = 0
 
     def _param(self, key: Key) -> Tensor:
         param: Tensor = self.optimizer.param_groups[key[0]]["params"][key[1]]
@@ -181,6 +232,59 @@ class AutoDrop(LRScheduler):
         self._last_lr = [
             g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"] for g in self.optimizer.param_groups
         ]
+        # Read back, not the float handed in: a tensor lr may round it to its own dtype.
+        self._written = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _check_usage(self) -> int:
+        """Refuse an lr someone else wrote; warn about a step() with no or one optimizer step.
+
+        Runs before anything changes, so an error (or a warning turned into one) leaves the
+        scheduler exactly as it was. Returns the new count of consecutive one-step periods,
+        which the caller adopts once the epoch is accepted.
+        """
+        check_lrs_unchanged(
+            self._written,
+            [float(g["lr"]) for g in self.optimizer.param_groups],
+            where="optimizer.param_groups[{group}]['lr']",
+            fix=_LR_FIX,
+        )
+        steps = self._optimizer_steps.count
+        if steps == 0:
+            warnings.warn(
+                f"AutoDrop.step() at epoch {self.epoch + 1}: the optimizer has not stepped since the last "
+                "AutoDrop.step() (or since AutoDrop was built), so this epoch's parameter step is zero and its "
+                "angle undefined, which empties the angle history. Call AutoDrop.step() once per epoch, after "
+                "that epoch's optimizer steps.",
+                AutoDropUsageWarning,
+                stacklevel=3,
+            )
+        single = self._single_step_periods + 1 if steps == 1 else 0
+        if single >= PER_BATCH_PERIODS and not self._warned_per_batch:
+            warnings.warn(
+                f"AutoDrop.step() has followed every single optimizer step for the last {PER_BATCH_PERIODS} "
+                "calls: it looks stepped once per batch (like a per-iteration scheduler, or passed to a "
+                "trainer that steps its scheduler every optimizer step). AutoDrop must be stepped once per "
+                "epoch, or its angle is measured over one batch and it drops far too early or never. If you "
+                "train full-batch (one optimizer step per epoch), this is expected: silence it with "
+                "warnings.filterwarnings('ignore', category=autodrop_torch.AutoDropUsageWarning).",
+                AutoDropUsageWarning,
+                stacklevel=3,
+            )
+            self._warned_per_batch = True
+        return single
+
+    def last_decision_log(self) -> dict[str, float]:
+        """The last decision as a flat dict of finite floats for loggers, {} before the first epoch.
+
+        Keys ``autodrop/angle``, ``autodrop/delta``, ``autodrop/threshold``, ``autodrop/lr_0``,
+        ``autodrop/triggered`` (0 or 1), ``autodrop/pending``, ...; undefined values are left
+        out (see :func:`autodrop_core.log_scalars`). Ready for ``SummaryWriter.add_scalars``,
+        ``wandb.log`` or ``LightningModule.log_dict``.
+        """
+        decision = self.last_decision
+        if decision is None:
+            return {}
+        return log_scalars(decision, pending=self._controller.state.pending)
 
     # --------------------------------------------------------------------- API
     @property
@@ -202,7 +306,7 @@ class AutoDrop(LRScheduler):
         """The lr of each group for the coming epoch, as the core holds it."""
         return list(self._controller.lrs)
 
-    def step(self, epoch: int | None = None) -> None:
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
         """Close one epoch: reduce, decide, average, snapshot, set the lrs.
 
         Each call is one observation period, whatever happened since the last one. A
@@ -213,8 +317,21 @@ class AutoDrop(LRScheduler):
             InvalidReductionError: the parameters hold NaN or infinity; the message
                 names the epoch and the parameter. Nothing changed: fix and retry,
                 or stop.
+            autodrop_core.LRConflictError: a group's lr is not the one AutoDrop wrote
+                after its last decision (another scheduler or code changed it). Nothing
+                changed.
+            TypeError: a metric was passed (``step(val_loss)``): AutoDrop needs none.
             ValueError: ``epoch`` was given (AutoDrop cannot jump to an epoch).
+
+        Warns:
+            AutoDropUsageWarning: no optimizer step since the last call, or a call after
+                every single optimizer step for :data:`PER_BATCH_PERIODS` calls in a row.
         """
+        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral)):
+            raise TypeError(
+                f"AutoDrop.step() takes no metric, got {type(epoch).__name__} {epoch!r}: AutoDrop watches the "
+                "parameters, not a loss (unlike ReduceLROnPlateau). Call step() with no argument once per epoch."
+            )
         if epoch is not None:
             raise ValueError(
                 f"AutoDrop.step(epoch={epoch!r}): AutoDrop observes the parameters and cannot jump to an "
@@ -234,6 +351,7 @@ class AutoDrop(LRScheduler):
     def _observe(self) -> Decision:
         """One epoch end, all or nothing: every tensor, lr and counter changes, or none does."""
         self._check_watched()
+        single_step_periods = self._check_usage()
         joining = self._unwatched_keys()
         for key in joining:
             self._check_param(key, self._param(key))
@@ -248,14 +366,14 @@ class AutoDrop(LRScheduler):
             raise self._name_bad_parameter(err) from err
         end = self._tracked.prepare(decision.average_weight, decision.apply_average, steps, copies)
         old_lrs = [g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"] for g in self.optimizer.param_groups]
-        old_last_lr = self._last_lr
+        old_last_lr, old_written = self._last_lr, self._written
         try:
             self._write_lrs(decision.lrs)
             if decision.apply_average:
                 self._tracked.write(end)  # all or nothing: it puts back what it wrote if it fails
         except BaseException:
             self._restore_lrs(old_lrs)
-            self._last_lr = old_last_lr
+            self._last_lr, self._written = old_last_lr, old_written
             raise
         # Commit: plain assignments from here on.
         self._tracked.commit(end)
@@ -267,6 +385,8 @@ class AutoDrop(LRScheduler):
         self.history.append(decision)
         self.last_epoch += 1
         self._step_count += 1
+        self._optimizer_steps.count = 0
+        self._single_step_periods = single_step_periods
         return decision
 
     def _restore_lrs(self, old_lrs: list[Any]) -> None:

@@ -31,7 +31,7 @@ _EXTRA_FOR_MODULE = {
     "flax": "autodrop[jax]",
     "orbax": "autodrop[jax]",
     "tensorflow": "autodrop[tensorflow]",
-    "keras": "autodrop[tensorflow]",
+    "keras": "autodrop[keras]",
     "hypothesis": "autodrop[conformance]",
 }
 

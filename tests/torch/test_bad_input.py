@@ -11,6 +11,9 @@ from torch_testkit import EAGER, data, mlp, train_epoch
 
 from autodrop_core import InvalidReductionError
 
+# These tests write NaN into parameters by hand and step with no optimizer step in between.
+pytestmark = pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")
+
 
 def _trained(epochs: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, AutoDrop]:
     model = mlp()

@@ -123,6 +123,7 @@ def test_an_added_param_group_keeps_its_own_lr_gets_the_floor_and_joins_the_angl
     assert sched.get_last_lr() == pytest.approx([0.005, 0.004])
 
 
+@pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # steps with no training on purpose
 def test_a_group_added_under_per_group_floors_needs_its_own_min_lr_key() -> None:
     model = mlp()
     opt = torch.optim.SGD(model[0].parameters(), lr=0.05)

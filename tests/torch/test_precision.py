@@ -43,11 +43,13 @@ def _true_angle(x0: list[np.ndarray], x1: list[np.ndarray], x2: list[np.ndarray]
 def _scheduler_after(x0: list[np.ndarray], x1: list[np.ndarray], x2: list[np.ndarray]) -> AutoDrop:
     """An AutoDrop that has seen the parameters go x̂(0) -> x(1) -> x(2), one step() each."""
     params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in x0]
-    sched = AutoDrop(torch.optim.SGD(params, lr=0.1))
+    opt = torch.optim.SGD(params, lr=0.1)
+    sched = AutoDrop(opt)
     for values in (x1, x2):
         with torch.no_grad():
             for p, v in zip(params, values):
                 p.copy_(torch.from_numpy(v))
+        opt.step()  # no gradients: changes nothing, counts as the epoch's training for AutoDrop
         sched.step()
     return sched
 

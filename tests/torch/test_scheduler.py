@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from autodrop_torch import AutoDrop
+from autodrop_torch import AutoDrop, AutoDropUsageWarning
 from torch_testkit import EAGER, data, mlp, train_epoch
 
 from autodrop_core import ConfigError
@@ -86,7 +86,8 @@ def test_a_second_step_in_the_same_epoch_observes_a_zero_step_whose_angle_is_und
         train_epoch(model, opt, x, y)
         sched.step()
     assert sched.last_decision is not None and sched.last_decision.angle is not None
-    sched.step()  # no training since the last call
+    with pytest.warns(AutoDropUsageWarning, match=r"epoch 4: the optimizer has not stepped since the last"):
+        sched.step()  # no training since the last call
     assert sched.last_decision.epoch == 4
     assert sched.last_decision.angle is None and sched.last_reductions == (0.0, 0.0)
     train_epoch(model, opt, x, y)
@@ -110,13 +111,13 @@ def test_a_tensor_learning_rate_is_updated_in_place() -> None:
 def test_float16_and_bfloat16_parameters_are_reduced_in_float64() -> None:
     for dtype in (torch.float16, torch.bfloat16):
         p = torch.nn.Parameter(torch.zeros(1000, dtype=dtype))
-        sched = AutoDrop(torch.optim.SGD([p], lr=0.1))
-        with torch.no_grad():
-            p.add_(torch.full((1000,), 2.0**-9, dtype=dtype))
-        sched.step()
-        with torch.no_grad():
-            p.add_(torch.full((1000,), 2.0**-9, dtype=dtype))
-        sched.step()
+        opt = torch.optim.SGD([p], lr=0.1)
+        sched = AutoDrop(opt)
+        for _ in range(2):
+            with torch.no_grad():
+                p.add_(torch.full((1000,), 2.0**-9, dtype=dtype))
+            opt.step()  # no gradients: changes nothing, counts as the epoch's training for AutoDrop
+            sched.step()
         dot, sq_norm = sched.last_reductions or (None, None)
         assert sq_norm == 1000 * 2.0**-18 and dot == 1000 * 2.0**-18
         assert sched.last_decision is not None and sched.last_decision.angle == 0.0

@@ -1,0 +1,325 @@
+"""The Keras 3 callback: AutoDrop's tensor work in ``keras.ops``, the same on every backend.
+
+Per epoch it forms each variable's step in the accumulation dtype (float64 on the
+TensorFlow and torch backends, and on JAX with ``jax_enable_x64``; float32 on JAX
+without it), reduces the two scalars per variable, adds them on the host in order,
+asks the core for a decision, and then averages (the trainable variables and the
+model's float non-trainable weights, e.g. BatchNorm moving statistics), snapshots
+and sets the optimizer's learning rate as the decision says. It holds no rule of its
+own and imports no backend directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from autodrop_core import (
+    AutoDropConfig,
+    Controller,
+    Decision,
+    InvalidReductionError,
+    StateError,
+    check_lrs_unchanged,
+    log_scalars,
+)
+
+__all__ = ["AutoDropCallback", "accumulation_dtype"]
+
+_LR_FIX = (
+    "Make AutoDrop the only thing that sets this optimizer's learning rate: remove Keras' ReduceLROnPlateau or "
+    "LearningRateScheduler callback (or the code assigning optimizer.learning_rate); AutoDrop is itself the schedule."
+)
+
+
+def accumulation_dtype() -> str:
+    """``"float64"`` where the backend computes in it, else ``"float32"`` (JAX without x64)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
+def _learning_rate_variable(optimizer: Any) -> Any:
+    raw = getattr(optimizer, "_learning_rate", None)
+    if isinstance(raw, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(raw) and not isinstance(raw, keras.Variable)
+    ):
+        raise TypeError(
+            f"the optimizer's learning_rate is a {type(raw).__name__} schedule, which AutoDrop cannot set: AutoDrop is "
+            f"itself the schedule. Create the optimizer with a float, e.g. "
+            f"keras.optimizers.{type(optimizer).__name__}(learning_rate=0.1), and tune AutoDrop's min_lr, "
+            "drop_factor, threshold and drop_delay"
+        )
+    if not isinstance(raw, keras.Variable):
+        raise TypeError(f"optimizer must be a Keras 3 optimizer with a variable learning rate, got {raw!r}")
+    return raw
+
+
+def _numpy(tensor: Any) -> np.ndarray[Any, Any]:
+    """A copy of a backend tensor as a numpy array (float16/32/64 only: callers cast bfloat16 first)."""
+    # keras.ops.convert_to_numpy goes through np.array(tensor), which numpy 2 flags (DeprecationWarning) for
+    # torch tensors and TensorFlow variables; their own .numpy() does not
+    # torch's .numpy() shares the tensor's memory: always hand back a copy
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return np.array(tensor.detach().cpu().numpy(), copy=True)
+    if backend == "tensorflow":
+        return np.array(tensor.numpy(), copy=True)
+    return np.array(keras.ops.convert_to_numpy(tensor), copy=True)
+
+
+def _read(variable: Any) -> float:
+    return float(_numpy(variable.value))
+
+
+class AutoDropCallback(keras.callbacks.Callback):
+    """Drop the learning rate when training saturates, on any Keras 3 backend.
+
+    Args:
+        average_non_trainable: average the model's float non-trainable weights
+            (BatchNorm moving statistics) with the parameters.
+        **settings: the spec's keyword settings: ``min_lr``, ``drop_factor``,
+            ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
+            ``reset_on_drop``, validated at construction.
+
+    The starting lr is the optimizer's at the start of ``fit``. Each epoch the
+    callback writes ``logs["learning_rate"]`` (the lr the epoch trained with) and the
+    keys of :func:`autodrop_core.log_scalars` (``autodrop/angle``, ``autodrop/delta``,
+    ``autodrop/lr_0``, ...; undefined ones left out). Put it before checkpointing
+    callbacks, so they save the averaged weights.
+
+    Resuming: with ``state_dir``, the callback writes its state after every epoch to
+    ``state_dir/autodrop-<epoch>.npz`` (keeping the last ``keep``), and a ``fit`` that
+    starts at ``initial_epoch = n > 0`` (set by Keras' ``BackupAndRestore``, or passed
+    after ``load_model``) loads ``autodrop-<n>.npz``, so the run continues exactly, also
+    inside an averaging window. Without ``state_dir``, ``initial_epoch > 0`` is refused.
+    One learning rate only (Keras optimizers have one).
+
+    Raises:
+        ConfigError: a setting is out of range (at construction).
+    """
+
+    def __init__(
+        self,
+        *,
+        average_non_trainable: bool = True,
+        state_dir: str | os.PathLike[str] | None = None,
+        keep: int = 2,
+        **settings: Any,
+    ) -> None:
+        super().__init__()
+        AutoDropConfig(lrs=(1.0,), **settings)  # validate now
+        if keep < 1:
+            raise ValueError(f"keep={keep!r}: expected an integer >= 1 (state files kept in state_dir)")
+        self._state_dir = None if state_dir is None else Path(state_dir)
+        self._keep = int(keep)
+        self._settings = dict(settings)
+        self._average_non_trainable = average_non_trainable
+        self.controller: Controller | None = None
+        self.history: list[Decision] = []
+        self.last_reductions: tuple[float, float] | None = None
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError("AutoDropCallback needs a compiled model: call model.compile(optimizer=...) first")
+        params = list(self.model.trainable_variables)
+        if not params:
+            raise ValueError("the model has no trainable variables: build it (call it on data) first")
+        extras = (
+            [v for v in self.model.non_trainable_weights if keras.backend.is_float_dtype(v.dtype)]
+            if self._average_non_trainable else []
+        )
+        self._watch(params, _learning_rate_variable(optimizer), extras)
+
+    def _watch(self, params: Sequence[Any], lr: Any, extras: Sequence[Any] = (), start_lr: float | None = None) -> None:
+        """Watch ``params`` (averaging ``extras`` too) and own the lr variable ``lr`` (also the conformance driver's
+        entry: it has no model). ``start_lr`` overrides the lr read from ``lr`` at the first epoch."""
+        self._lr = lr
+        self._params: list[Any] = list(params)
+        self._extras: list[Any] = list(extras)
+        self._acc = accumulation_dtype()
+        self._start_lr = start_lr
+        self._starting = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._starting:
+            return
+        self._starting = False
+        if epoch != 0:
+            self._resume(epoch)
+            return
+        lr = _read(self._lr) if self._start_lr is None else self._start_lr
+        self.controller = Controller(AutoDropConfig(lrs=(lr,), **self._settings))
+        if self._start_lr is not None:
+            self._lr.assign(lr)
+            lr = _read(self._lr)
+        self._snapshot = [keras.ops.copy(v.value) for v in self._params]
+        self._prev_step = [keras.ops.zeros(v.shape, dtype=self._acc) for v in self._params]
+        self._average: list[Any] | None = None
+        self._extra_average: list[Any] | None = None
+        self._written = lr
+        self.history = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        used = _read(self._lr)
+        self._end_epoch()
+        if self._state_dir is not None:
+            self._save(epoch + 1)
+        if logs is not None:
+            logs["learning_rate"] = used
+            logs.update(self.last_decision_log())
+
+    # ------------------------------------------------------------------ state files
+    def _path(self, epoch: int) -> Path:
+        assert self._state_dir is not None
+        return self._state_dir / f"autodrop-{epoch}.npz"
+
+    def _save(self, epoch: int) -> None:
+        """Write the state after ``epoch`` epochs (atomically), then drop files older than ``keep``."""
+        assert self.controller is not None and self._state_dir is not None
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, Any] = {}
+        for name, tensors in (("snapshot", self._snapshot), ("prev_step", self._prev_step),
+                              ("average", self._average), ("extra_average", self._extra_average)):
+            for i, t in enumerate(tensors or []):
+                # the accumulation dtype holds every value exactly (snapshots of float16/bfloat16 too)
+                arrays[f"{name}_{i}"] = _numpy(keras.ops.cast(t, self._acc))
+        meta = {"epoch": epoch, "core": self.controller.to_dict(), "written": self._written,
+                "pending": self._average is not None, "acc": self._acc}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        target = self._path(epoch)
+        partial = target.with_suffix(".partial.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, target)
+        for old in self._state_dir.glob("autodrop-*.npz"):
+            number = old.stem.removeprefix("autodrop-")
+            if number.isdigit() and int(number) <= epoch - self._keep:
+                old.unlink()
+
+    def _resume(self, epoch: int) -> None:
+        if self._state_dir is None:
+            raise ValueError(
+                f"fit starts at initial_epoch={epoch} but AutoDropCallback has no state_dir to resume from: pass "
+                "AutoDropCallback(state_dir=...) in both runs (next to BackupAndRestore's backup_dir), or start "
+                "with initial_epoch=0"
+            )
+        path = self._path(epoch)
+        if not path.is_file():
+            found = sorted(p.name for p in self._state_dir.glob("autodrop-*.npz"))
+            raise ValueError(
+                f"fit resumes at epoch {epoch} but {path} does not exist (state_dir holds {found}): the weights and "
+                "AutoDrop's state must come from the same epoch"
+            )
+        with np.load(path) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+        controller = Controller.from_dict(meta["core"])
+        if meta["epoch"] != epoch or controller.state.epoch != epoch or meta["acc"] != self._acc:
+            raise StateError(
+                f"{path} holds epoch {meta['epoch']} (core epoch {controller.state.epoch}, accumulation "
+                f"{meta['acc']}); expected epoch {epoch} accumulated in {self._acc}"
+            )
+        mine = AutoDropConfig(lrs=controller.config.lrs, **self._settings).to_dict()
+        if mine != controller.config.to_dict():
+            raise StateError(f"{path} was written with other AutoDrop settings: {controller.config.to_dict()}")
+
+        def load(name: str, variables: Sequence[Any], dtype: str | None) -> list[Any]:
+            out = []
+            for i, v in enumerate(variables):
+                a = arrays.get(f"{name}_{i}")
+                if a is None or tuple(a.shape) != tuple(v.shape):
+                    raise StateError(f"{path}: {name}[{i}] is missing or has the wrong shape for {v.path}")
+                out.append(keras.ops.convert_to_tensor(a, dtype=dtype or v.dtype))
+            return out
+
+        snapshot = load("snapshot", self._params, None)
+        prev_step = load("prev_step", self._params, self._acc)
+        average = load("average", self._params, self._acc) if meta["pending"] else None
+        extra_average = load("extra_average", self._extras, self._acc) if meta["pending"] else None
+        self.controller = controller
+        self._snapshot, self._prev_step = snapshot, prev_step
+        self._average, self._extra_average = average, extra_average
+        self._lr.assign(controller.lrs[0])
+        self._written = _read(self._lr)
+        self.history = []
+
+    # ------------------------------------------------------------------ work
+    def _end_epoch(self) -> Decision:
+        controller = self.controller
+        if controller is None:
+            raise RuntimeError("AutoDropCallback.on_epoch_end before on_epoch_begin")
+        check_lrs_unchanged([self._written], [_read(self._lr)], where="the optimizer's learning_rate", fix=_LR_FIX)
+        ops = keras.ops
+        steps, dot, sq_norm = [], 0.0, 0.0
+        for v, snap, prev in zip(self._params, self._snapshot, self._prev_step, strict=True):
+            step = ops.subtract(ops.cast(v.value, self._acc), ops.cast(snap, self._acc))
+            dot += float(_numpy(ops.sum(ops.multiply(step, prev))))
+            sq_norm += float(_numpy(ops.sum(ops.multiply(step, step))))
+            steps.append(step)
+        try:
+            decision, state = controller.preview(dot, sq_norm)
+        except InvalidReductionError as err:
+            raise self._explain(err) from err
+        if decision.average_weight is not None:
+            self._average = self._absorb(self._average, self._params, decision.average_weight)
+            self._extra_average = self._absorb(self._extra_average, self._extras, decision.average_weight)
+        if decision.apply_average:
+            assert self._average is not None and self._extra_average is not None
+            for v, avg in zip(self._params + self._extras, self._average + self._extra_average, strict=True):
+                v.assign(ops.cast(avg, v.dtype))
+            self._average = self._extra_average = None
+        self._snapshot = [ops.copy(v.value) for v in self._params]
+        self._prev_step = steps
+        controller.commit(decision, state)
+        self._lr.assign(decision.lrs[0])
+        self._written = _read(self._lr)
+        self.history.append(decision)
+        self.last_reductions = (dot, sq_norm)
+        return decision
+
+    def _absorb(self, average: list[Any] | None, variables: Sequence[Any], weight: float) -> list[Any]:
+        ops = keras.ops
+        values = [ops.cast(v.value, self._acc) for v in variables]
+        if average is None or weight == 1.0:
+            return [ops.copy(x) for x in values]
+        # the weight as a tensor of the accumulation dtype: a Python float would become floatx on some backends
+        c = ops.convert_to_tensor(weight, dtype=self._acc)
+        return [ops.add(w, ops.multiply(c, ops.subtract(x, w))) for w, x in zip(average, values, strict=True)]
+
+    def _explain(self, err: InvalidReductionError) -> InvalidReductionError:
+        for v in self._params:
+            if not bool(ops_all_finite(v)):
+                return InvalidReductionError(
+                    err.epoch, err.field, err.value, "finite parameters", f"variable {v.path} holds NaN or infinity"
+                )
+        return err
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def last_decision(self) -> Decision | None:
+        """The decision of the last epoch, None before the first."""
+        return None if self.controller is None else self.controller.last_decision
+
+    def last_decision_log(self) -> dict[str, float]:
+        """The last decision as a flat dict of finite floats ({} before the first epoch)."""
+        decision = self.last_decision
+        if decision is None or self.controller is None:
+            return {}
+        return log_scalars(decision, pending=self.controller.state.pending)
+
+
+def ops_all_finite(variable: Any) -> bool:
+    """Whether every element of ``variable`` is finite."""
+    return bool(_numpy(keras.ops.all(keras.ops.isfinite(variable.value))))
+
+

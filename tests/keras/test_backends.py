@@ -1,0 +1,68 @@
+"""autodrop_keras under each Keras 3 backend whose library is installed, in a subprocess per backend.
+
+Each nox session that installs keras runs the backends it has (torch in the torch
+session, JAX in the jax session, TensorFlow in the tensorflow session). A backend whose
+library is missing is skipped; keras itself missing skips the module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Only looked up, not imported: importing keras here would load its default (TensorFlow) backend.
+if importlib.util.find_spec("keras") is None:
+    pytest.skip("keras is not installed", allow_module_level=True)
+
+HERE = Path(__file__).resolve().parent
+LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def _run(backend: str, root: Path) -> dict[str, object]:
+    env = {**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, str(HERE / "fit_worker.py"), str(root)], env=env, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+@pytest.mark.parametrize("backend", list(LIBRARY))
+def test_fit_on_the_backend_decides_as_the_numpy_reference_averages_batchnorm_and_resumes_exactly(
+    backend: str, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec(LIBRARY[backend]) is None:
+        pytest.skip(f"{LIBRARY[backend]} is not installed in this environment")
+    report = _run(backend, tmp_path)
+    assert report["backend"] == backend
+    decisions, reference = report["decisions"], report["reference"]
+    assert isinstance(decisions, list) and isinstance(reference, list) and len(decisions) == len(reference) == 20
+    assert any(d["dropped"] for d in decisions), "the run must drop at least once"
+    tolerance = 1e-3 if backend == "jax" else 1e-9  # JAX without x64 accumulates in float32
+    for got, want in zip(decisions, reference):
+        assert (got["triggered"], got["apply_average"], got["dropped"], got["lrs"]) == (
+            want["triggered"], want["apply_average"], want["dropped"], want["lrs"]
+        ), f"epoch {want['epoch']}"
+        assert (got["angle"] is None) == (want["angle"] is None)
+        if want["angle"] is not None:
+            assert got["angle"] == pytest.approx(want["angle"], abs=tolerance)
+    errors = report["stats_errors"]
+    assert isinstance(errors, list) and errors and max(errors) < 1e-5  # float32 statistics, float64 oracle
+    assert report["logged_lr_0"] == [d["lrs"][0] for d in decisions]
+    assert report["logged_angles"] == 19  # the first epoch's angle is undefined and left out
+    assert "the optimizer's learning_rate is 0.025" in str(report["conflict"])
+    assert "ReduceLROnPlateau" in str(report["conflict"])
+    # interrupted inside an averaging window, resumed through BackupAndRestore and through
+    # ModelCheckpoint + load_model: the same decisions and bit-identical weights and optimizer state
+    resume = report["resume"]
+    assert isinstance(resume, dict)
+    assert resume == {"inside": resume["inside"], "bar_decisions_equal": True, "bar_weights_equal": True,
+                      "ckpt_decisions_equal": True, "ckpt_weights_equal": True}
