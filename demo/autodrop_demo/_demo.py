@@ -199,8 +199,8 @@ def _summary(
     errors = [r.test_error for r in records]
     best = min(range(len(errors)), key=errors.__getitem__)
     return {
-        "title": f"AutoDrop ({autodrop.get('trigger', 'paper')} trigger) on MNIST-1D, 30k signals, MLP with "
-        f"BatchNorm; SGD momentum 0.9, initial lr {settings.lr:g}, seed {settings.seed}",
+        "title": f"AutoDrop ({autodrop.get('trigger', 'paper')} trigger), MNIST-1D 30k, MLP with BatchNorm, "
+        f"initial lr {settings.lr:g}, seed {settings.seed}",
         "command": "autodrop demo " + " ".join(args.argv),
         "task": DEMO_TASK,
         "model": TASKS[DEMO_TASK].description,
