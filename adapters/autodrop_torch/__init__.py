@@ -10,9 +10,13 @@ rules live in ``autodrop_core``; this package only reduces and moves tensors.
 transformers or lightning.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autodrop_core._extras import missing_framework
+
+if TYPE_CHECKING:  # for type checkers and the API reference; at run time __getattr__ imports them on use
+    from autodrop_torch._hf import AutoDropTrainerCallback
+    from autodrop_torch._lightning import AutoDropLightningCallback
 
 try:
     from autodrop_core import ConfigError, Decision, InvalidReductionError, LRConflictError

@@ -202,7 +202,8 @@ def test_a_checkpoint_that_retakes_the_snapshot_is_caught_only_inside_an_epoch()
         check_checkpoint(driver, inside)
     assert "restored" in str(caught.value) and "uninterrupted" in str(caught.value)
     check_checkpoint(autodrop_conformance.load_driver("numpy"), inside)
-    check_checkpoint(autodrop_conformance.load_driver("torch"), inside)
+    if importlib.util.find_spec("torch") is not None:  # the core session has no torch; its own run draws such cases
+        check_checkpoint(autodrop_conformance.load_driver("torch"), inside)
 
 
 def test_a_checkpoint_report_names_the_parameters_that_differ_with_their_values() -> None:

@@ -20,6 +20,7 @@ PAGES = {
     "torch": ("autodrop_torch", ROOT / "adapters" / "autodrop_torch" / "__init__.py"),
     "jax": ("autodrop_jax", ROOT / "adapters" / "autodrop_jax" / "__init__.py"),
     "tensorflow": ("autodrop_tf", ROOT / "adapters" / "autodrop_tf" / "__init__.py"),
+    "keras": ("autodrop_keras", ROOT / "adapters" / "autodrop_keras" / "__init__.py"),
     "conformance": ("autodrop_conformance", ROOT / "conformance" / "autodrop_conformance" / "__init__.py"),
     "nqm": ("autodrop_core.nqm", ROOT / "autodrop_core" / "nqm" / "__init__.py"),
 }
