@@ -107,7 +107,8 @@ def test_every_task_that_needs_drops_is_big_enough_for_the_question():
         params = sum(p.numel() for p in model.parameters())
         if task.needs_drops:
             assert steps >= 100 and params >= 50_000, (name, steps, params)
-        assert str(f"{params // 1000}k parameters") in task.description, (name, params)
+            stated = {f"{params // 1000}k parameters", f"{round(params / 1000)}k parameters"}  # floor or rounded
+            assert any(text in task.description for text in stated), (name, params)
 
 
 def test_the_constant_runs_record_the_angle_the_paper_trigger_would_watch(quick):
