@@ -78,8 +78,8 @@ def test_an_lr_changed_behind_autodrops_back_is_refused_naming_the_state_both_lr
     train_state, state, _ = autodrop_jax.update_train_state(state, train_state)
     meddled = train_state.replace(opt_state=autodrop_jax.set_learning_rates(train_state.opt_state, 0.2))
     meddled = _epoch(meddled, x, y)
-    with pytest.raises(LRConflictError, match=r"opt_state.*hyperparams\['learning_rate'\] \(group 0\) is 0\.2000000"
-                                              r".*AutoDrop wrote 0\.0500000.*inject_hyperparams\(optax\.sgd\)") as info:
+    with pytest.raises(LRConflictError, match=r"opt_state.*hyperparams\['learning_rate'\] \(group 0\) is 0\.2(0000\d*)?\b"
+                                              r".*AutoDrop wrote 0\.05(0000\d*)?\b.*inject_hyperparams\(optax\.sgd\)") as info:
         autodrop_jax.update_train_state(state, meddled)
     assert info.value.group == 0 and math.isclose(info.value.found, 0.2, rel_tol=1e-7)
     assert state.epoch == 1  # the functional state is untouched: continue with it after fixing the lr
@@ -89,7 +89,7 @@ def test_init_with_other_lrs_than_the_optimizer_is_refused_at_the_first_epoch():
     x, y, params = _problem()
     train_state = TrainState.create(apply_fn=None, params=params, tx=optax.inject_hyperparams(optax.sgd)(0.05))
     state = autodrop_jax.init(params, lrs=0.1, **EAGER)
-    with pytest.raises(LRConflictError, match=r"is 0\.0500000.*AutoDrop wrote 0\.1"):
+    with pytest.raises(LRConflictError, match=r"is 0\.05(0000\d*)?\b.*AutoDrop wrote 0\.1"):
         autodrop_jax.check_learning_rates(state, _epoch(train_state, x, y).opt_state)
 
 

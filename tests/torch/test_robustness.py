@@ -81,6 +81,7 @@ def _trained(epochs: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, AutoD
     return model, opt, sched
 
 
+@pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
 def test_a_parameter_replaced_in_the_optimizer_is_refused_naming_group_and_index() -> None:
     _, opt, sched = _trained(2)
     before = sched.state_dict()
@@ -94,6 +95,7 @@ def test_a_parameter_replaced_in_the_optimizer_is_refused_naming_group_and_index
     assert sched.epoch == 3
 
 
+@pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
 def test_removing_a_param_group_gives_a_clear_error() -> None:
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
@@ -111,6 +113,7 @@ def test_meta_device_parameters_give_a_clear_error() -> None:
         AutoDrop(torch.optim.SGD([p], lr=0.1))
 
 
+@pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
 def test_a_meta_parameter_added_later_gives_a_clear_error() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
     sched = AutoDrop(opt, min_lr=0.0)
