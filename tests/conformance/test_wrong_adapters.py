@@ -142,7 +142,7 @@ def test_a_nan_refused_with_the_wrong_error_is_caught() -> None:
 
 
 #: The most examples a wrong adapter may take to be caught (the suite's power, bounded for CI).
-CATCH_WITHIN = 200
+CATCH_WITHIN = 400
 #: name -> (examples it took, first line of the report); read by this folder's conftest.
 CATCHES: dict[str, tuple[int, str]] = {}
 
