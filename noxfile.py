@@ -62,6 +62,12 @@ OLDEST_DESELECT: dict[str, dict[str, str]] = {
         # XLA's float32 reductions before jaxlib 0.10.2 give a larger rounding error: 8.6e-4 degrees
         # at a 2.6-degree angle against 2.2e-5 (docs/jax.md, Precision); x64 mode is unaffected.
         "tests/jax/test_precision.py::test_float32_angle_error_at_11m_parameters_is_at_most_1e_4_degrees": "precision",
+        # flax.nnx: with the flax 0.12.0 and optax 0.2.3 that pip pairs with jax 0.8.0, the in-place lr write
+        # into nnx's optimizer state does not take effect (the next epoch's LRConflictError says so, nothing
+        # is silent); nnx support is tested with flax 0.12.8 and optax 0.2.8 (docs/jax.md).
+        "tests/jax/test_nnx.py::test_an_nnx_loop_decides_as_the_plain_optax_loop_and_keeps_the_optarray": "nnx",
+        "tests/jax/test_nnx.py::test_orbax_restores_nnx_state_of_the_optimizer_after_autodrop_wrote_an_lr": "nnx",
+        "tests/jax/test_precision.py::test_the_usage_examples_in_docs_jax_md_run": "nnx (docs/jax.md has an nnx example)",
     },
 }
 
