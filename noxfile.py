@@ -67,7 +67,7 @@ OLDEST_DESELECT: dict[str, dict[str, str]] = {
         # is silent); nnx support is tested with flax 0.12.8 and optax 0.2.8 (docs/jax.md).
         "tests/jax/test_nnx.py::test_an_nnx_loop_decides_as_the_plain_optax_loop_and_keeps_the_optarray": "nnx",
         "tests/jax/test_nnx.py::test_orbax_restores_nnx_state_of_the_optimizer_after_autodrop_wrote_an_lr": "nnx",
-        "tests/jax/test_precision.py::test_the_usage_examples_in_docs_jax_md_run": "nnx (docs/jax.md has an nnx example)",
+        "tests/jax/test_precision.py::test_the_usage_examples_in_docs_jax_md_run": "nnx, in docs/jax.md",
     },
 }
 

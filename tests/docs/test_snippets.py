@@ -5,7 +5,7 @@ and run there with this interpreter, so a missing import or an undefined name fa
 Markers, on the line right before a block (an HTML comment, invisible once rendered):
 
 * ``<!-- snippet: skip (reason) -->``: the block is not run; the reason is required.
-* ``<!-- snippet: continue -->``: the block continues the previous one of the same page
+* ``<!-- snippet: continue -->``: the block continues the previous runnable one of the same page
   (the text says so too); both run together, as one program, in the order written.
 
 A ```console block is a shell session: each ``$ `` line (with its ``\\`` continuations) is
@@ -118,9 +118,10 @@ def parse(page: Path) -> list[Snippet]:
                 raise ValueError(f"{page.name}:{start + 1}: 'snippet: skip' needs a reason in parentheses")
             snippets.append(Snippet(page, start + 1, code, skip=marker["reason"]))
         elif marker and marker["kind"] == "continue":
-            if not snippets or snippets[-1].skip:
+            runnable = [s for s in snippets if not s.skip]  # a skipped block in between is passed over
+            if not runnable:
                 raise ValueError(f"{page.name}:{start + 1}: 'snippet: continue' needs a runnable block before it")
-            snippets[-1].code += f"\n# --- continued from {page.name}:{start + 1} ---\n" + code
+            runnable[-1].code += f"\n# --- continued from {page.name}:{start + 1} ---\n" + code
         else:
             snippets.append(Snippet(page, start + 1, code))
     return snippets
