@@ -80,6 +80,7 @@ class KerasDriver:
     max_examples: int | None = 25
     max_groups = 1  # a Keras optimizer has one learning rate
     few_shapes = True
+    lr_dtype: Literal["float32"] = "float32"  # a Keras optimizer holds its lr in a float32 variable
 
     def __init__(self) -> None:
         self.name = f"keras-{keras.backend.backend()}"
