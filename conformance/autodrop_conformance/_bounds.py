@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from autodrop_conformance._protocol import UNIT_ROUNDOFF, Array
+from autodrop_core._calibrated import MIN_WINDOW
 
 __all__ = ["ANGLE_SLACK", "angle_halfwidth", "average_tolerance", "reduction_errors", "step_errors"]
 
@@ -148,10 +149,10 @@ def calibrated_widths(halfwidths: Sequence[float]) -> tuple[float, float, float,
 
     Returns:
         ``(window_mean, fitted_change, noise, rise)`` widths in degrees, or None while the
-        test has too few angles (fewer than 2 * 10).
+        test has too few angles (fewer than 2 * MIN_WINDOW).
     """
     n = len(halfwidths)
-    if n < 20:
+    if n < 2 * MIN_WINDOW:
         return None
     size = n // 2
     window, burn_in = list(halfwidths[n - size :]), list(halfwidths[: n - size])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from autodrop_torch import AutoDrop
-from torch_testkit import EAGER, data, mlp, train_epoch
+from torch_testkit import data, train_epoch, trained
 
 from autodrop_core import InvalidReductionError
 
@@ -15,20 +15,9 @@ from autodrop_core import InvalidReductionError
 pytestmark = pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")
 
 
-def _trained(epochs: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, AutoDrop]:
-    model = mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sched = AutoDrop(opt, model=model, **EAGER)
-    x, y = data()
-    for _ in range(epochs):
-        train_epoch(model, opt, x, y)
-        sched.step()
-    return model, opt, sched
-
-
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_a_non_finite_parameter_raises_naming_the_epoch_and_the_parameter(bad: float, reduction_path: str) -> None:
-    model, _, sched = _trained(3)
+    model, _, sched = trained(3)
     with torch.no_grad():
         model[2].weight[0, 3] = bad
     with pytest.raises(InvalidReductionError, match=r"epoch 4.*parameter 2\.weight holds NaN or infinity") as info:
@@ -48,8 +37,8 @@ def test_without_a_model_the_parameter_is_named_by_its_optimizer_position() -> N
 
 def test_the_failed_epoch_changes_nothing_so_the_run_continues_as_if_it_never_happened() -> None:
     x, y = data()
-    model, opt, sched = _trained(5)
-    twin, twin_opt, twin_sched = _trained(5)
+    model, opt, sched = trained(5)
+    twin, twin_opt, twin_sched = trained(5)
     before = sched.state_dict()
     kept = model[2].weight[0, 3].item()
     with torch.no_grad():

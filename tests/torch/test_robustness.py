@@ -9,7 +9,7 @@ import pytest
 import torch
 from autodrop_torch import AutoDrop
 from autodrop_torch._reduce import reduce_steps
-from torch_testkit import EAGER, data, mlp, train_epoch
+from torch_testkit import EAGER, trained
 
 
 def _quadratic_run(param: torch.Tensor, epochs: int = 12) -> tuple[list[Any], torch.Tensor]:
@@ -70,20 +70,9 @@ def test_a_reduction_failure_names_the_parameter() -> None:
                      names=["parameter fc.weight"])
 
 
-def _trained(epochs: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, AutoDrop]:
-    model = mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sched = AutoDrop(opt, model=model, **EAGER)
-    x, y = data()
-    for _ in range(epochs):
-        train_epoch(model, opt, x, y)
-        sched.step()
-    return model, opt, sched
-
-
 @pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
 def test_a_parameter_replaced_in_the_optimizer_is_refused_naming_group_and_index() -> None:
-    _, opt, sched = _trained(2)
+    _, opt, sched = trained(2)
     before = sched.state_dict()
     old = opt.param_groups[0]["params"][1]
     opt.param_groups[0]["params"][1] = torch.nn.Parameter(old.detach().clone())
@@ -134,8 +123,8 @@ def test_a_meta_parameter_added_later_gives_a_clear_error() -> None:
     ],
 )
 def test_a_refused_checkpoint_changes_nothing(key: str, value: object, needle: str) -> None:
-    _, _, sched = _trained(12)
-    _, _, other = _trained(5)
+    _, _, sched = trained(12)
+    _, _, other = trained(5)
     checkpoint = other.state_dict()
     checkpoint[key] = value
     before = sched.state_dict()
@@ -149,7 +138,7 @@ def test_a_refused_checkpoint_changes_nothing(key: str, value: object, needle: s
 
 
 def test_a_nan_snapshot_in_a_checkpoint_is_refused_naming_the_parameter() -> None:
-    _, _, sched = _trained(3)
+    _, _, sched = trained(3)
     checkpoint = sched.state_dict()
     checkpoint["snapshots"][2].view(-1)[0] = math.nan
     with pytest.raises(ValueError, match=r"snapshots\[2\] \(of parameter 2\.weight\) holds NaN"):

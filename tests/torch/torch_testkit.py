@@ -69,3 +69,17 @@ def params_numpy(params: Any) -> list[np.ndarray]:
 
 #: Settings that make drops happen within a few epochs of a small problem.
 EAGER: dict[str, Any] = {"threshold": 5.0, "max_threshold": 60.0, "drop_delay": 3, "min_lr": 1e-5}
+
+
+def trained(epochs: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    """An MLP, its SGD optimizer and an eager AutoDrop (``EAGER``) after ``epochs`` epochs of training."""
+    from autodrop_torch import AutoDrop
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = AutoDrop(opt, model=model, **EAGER)
+    x, y = data()
+    for _ in range(epochs):
+        train_epoch(model, opt, x, y)
+        sched.step()
+    return model, opt, sched
