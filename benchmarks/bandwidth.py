@@ -1,0 +1,91 @@
+"""The machine's memory-bandwidth bound: one probe that every step benchmark shares.
+
+Each framework's own copies and sums run at very different speeds on the same CPU
+(XLA's CPU copies reach about a third of torch's), so a bound measured with a
+framework's ops says more about the framework than about the machine. This probe is a
+numba kernel, outside every framework, that streams the access pattern of an AutoDrop
+epoch end: it reads three float32 arrays and writes one (``d = a + b + c``, elementwise,
+over arrays far larger than the caches), on ``threads`` threads. The bandwidth is the
+bytes it reads and writes (16 per element; the write-allocate traffic is not counted,
+as it is not counted for the adapters) over the fastest of ``repeats`` runs. A
+benchmark turns bytes into a bound with :func:`bound_ms`. Nothing here is asserted.
+
+Run alone: ``python benchmarks/bandwidth.py [--threads 1 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bandwidth_gbs", "bound_ms", "describe"]
+
+_ELEMENTS = 1 << 25  # 128 MiB per float32 array: four of them, far beyond any cache
+_BYTES_PER_ELEMENT = 16  # three float32 reads and one float32 write
+
+
+@functools.cache
+def _kernel() -> Any:
+    import numba
+
+    @numba.njit(parallel=True, nogil=True, cache=False)
+    def stream(a: Any, b: Any, c: Any, d: Any, chunks: int) -> None:
+        n = a.size
+        size = (n + chunks - 1) // chunks
+        for k in numba.prange(chunks):
+            for i in range(k * size, min(n, (k + 1) * size)):
+                d[i] = a[i] + b[i] + c[i]
+
+    return stream
+
+
+@functools.cache
+def bandwidth_gbs(threads: int = 1, repeats: int = 7) -> float:
+    """GB/s (1e9 bytes) of the three-reads-one-write stream on ``threads`` threads (cached per process)."""
+    import numba
+
+    stream = _kernel()
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(_ELEMENTS, dtype=np.float32) for _ in range(3))
+    d = np.empty_like(a)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        stream(a, b, c, d, threads)  # compile and touch every page first
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            stream(a, b, c, d, threads)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        numba.set_num_threads(previous)
+    return _BYTES_PER_ELEMENT * _ELEMENTS / best / 1e9
+
+
+def bound_ms(bytes_moved: float, threads: int = 1) -> float:
+    """The time, in ms, that moving ``bytes_moved`` bytes takes at this machine's bandwidth."""
+    return bytes_moved / (bandwidth_gbs(threads) * 1e9) * 1e3
+
+
+def describe(threads: int = 1) -> str:
+    """One line for a benchmark's report: the probe, its thread count and its bandwidth."""
+    return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {threads} thread"
+            f"{'s' if threads != 1 else ''}): {bandwidth_gbs(threads):.1f} GB/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+    for threads in args.threads:
+        print(describe(threads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
