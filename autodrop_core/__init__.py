@@ -10,6 +10,7 @@ tensor; framework adapters compute the reductions and apply the decisions.
 
 from autodrop_core._config import DEFAULTS, TRIGGERS, AutoDropConfig, ConfigError
 from autodrop_core._controller import CHECKPOINT_FORMAT, Controller
+from autodrop_core._history import DEFAULT_HISTORY_SIZE, DecisionHistory
 from autodrop_core._log import LOG_PREFIX, log_scalars
 from autodrop_core._ownership import LRConflictError, check_lrs_unchanged
 from autodrop_core._records import (
@@ -24,6 +25,7 @@ from autodrop_core._rules import InvalidReductionError, advance, step_angle
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULTS",
+    "DEFAULT_HISTORY_SIZE",
     "LOG_PREFIX",
     "STATE_FORMAT_VERSION",
     "TRIGGERS",
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "Controller",
     "Decision",
+    "DecisionHistory",
     "InvalidReductionError",
     "LRConflictError",
     "StateError",

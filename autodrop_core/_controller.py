@@ -12,7 +12,7 @@ from typing import Any
 
 from autodrop_core._config import AutoDropConfig, show
 from autodrop_core._records import AutoDropState, Decision, StateError, initial_state
-from autodrop_core._rules import advance
+from autodrop_core._rules import advance, average_weight
 
 __all__ = ["CHECKPOINT_FORMAT", "Controller"]
 
@@ -66,6 +66,18 @@ class Controller:
     def last_decision(self) -> Decision | None:
         """The decision of the last observed epoch, None before the first."""
         return self._last
+
+    @property
+    def pending_average_weight(self) -> float | None:
+        """The weight c the next epoch will absorb x(t) with, when a drop is pending; else None.
+
+        Known before the next epoch's reductions only while a drop is pending (k > 0): then
+        the next decision's ``average_weight`` is 2 / (k + 2) whatever the reductions are.
+        Otherwise it depends on the trigger and is None. Adapters use it to fuse the
+        absorption into the pass that forms the step; the decision stays the authority.
+        """
+        pending = self._state.pending
+        return average_weight(pending + 1) if pending > 0 else None
 
     def observe(self, dot: float, sq_norm: float) -> Decision:
         """Feed one epoch's reductions; on error nothing changes (see :func:`advance`)."""

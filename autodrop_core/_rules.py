@@ -109,6 +109,11 @@ def _calibrated_trigger(config: AutoDropConfig, state: AutoDropState, angle: flo
     return _TriggerTest(test.window_mean, test.change, test.noise, test.rise, test.flat, (), recent)
 
 
+def average_weight(vectors: int) -> float:
+    """c = 2 / (k + 1), the weight with which W absorbs the k-th averaged vector (k >= 1)."""
+    return 2.0 / (vectors + 1)
+
+
 def advance(
     config: AutoDropConfig, state: AutoDropState, dot: float, sq_norm: float
 ) -> tuple[Decision, AutoDropState]:
@@ -150,7 +155,7 @@ def advance(
     weight = None
     if triggered or pending > 0:
         pending += 1
-        weight = 2.0 / (pending + 1)
+        weight = average_weight(pending)
 
     # 4. Drop when n_d vectors have been averaged.
     lrs = state.lrs

@@ -1,19 +1,19 @@
-"""Cost of ``autodrop_torch.AutoDrop.step()`` against the memory-bandwidth bound, on CPU.
+"""Cost of ``autodrop_torch.AutoDrop.step()`` against the machine's memory-bandwidth bound, on CPU.
 
 Two measurements, both from this one run:
 
 1. A ResNet-18-shaped parameter set (11.2M float32 parameters in 62 tensors). One
-   step() outside an averaging window must read x, x̂ and s(t-1) and write s(t) and x̂:
-   4 + 4 + 8 + 8 + 4 = 28 bytes per float32 parameter (steps are float64). The bound is
-   the time of plain torch copies and sums moving exactly those bytes over the same 62
-   tensors (``s.copy_(x)``, ``s_prev.sum()``, ``x_hat.copy_(x)``); the ratio is
-   step() / bound. Steps inside an averaging window also update W (float64) and are
-   reported separately.
+   step() outside an averaging window must read x(t), x̂(t-1) and x̂(t-2) and write the
+   next snapshot: 16 bytes per float32 parameter; inside a window it also reads W and
+   writes W' (float64): 32 bytes. The bound is the time the machine takes to move those
+   bytes, from the shared probe ``benchmarks/bandwidth.py`` (a numba stream outside
+   every framework), timed between the steps so that both see the same load; the
+   ratio is step() / bound, the median over interleaved pairs, at 1 and 2 threads.
 2. The overhead of step() on the demo's 1-D CNN as a share of one training epoch
    (4000 random sequences of length 40, batch 100, Adam).
 
-Run: ``python benchmarks/bench_torch_step.py [--repeats 15] [--threads N] [--no-fused]``. It prints
-medians; nothing here is asserted (speed goals live in benchmarks, not tests).
+Run: ``python benchmarks/bench_torch_step.py [--repeats 15] [--threads 1 2] [--no-fused]``. It
+prints medians; nothing here is asserted (speed goals live in benchmarks, not tests).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bandwidth  # noqa: E402  (the shared probe, next to this file)
+
 try:
     from autodrop_torch import AutoDrop, AutoDropUsageWarning
 except ModuleNotFoundError:  # an editable install made before the adapter existed
@@ -66,7 +69,7 @@ def median_ms(fn: Callable[[], object], repeats: int, between: Callable[[], obje
     return statistics.median(times)
 
 
-def bench_resnet(repeats: int) -> None:
+def bench_resnet(repeats: int, thread_counts: list[int]) -> None:
     shapes = resnet18_shapes()
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.05) for s in shapes]
@@ -81,44 +84,31 @@ def bench_resnet(repeats: int) -> None:
                 p.add_(n)
 
     quiet = AutoDrop(torch.optim.SGD(params, lr=0.1), threshold=1e-12, max_threshold=1e-12)
-    for _ in range(3):
-        train()
-        quiet.step()
-    assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
-    x = [p.detach() for p in params]
-    snap = [t.clone() for t in x]
-    prev = [t.double() for t in x]
-    new = [torch.empty_like(t, dtype=torch.float64) for t in x]
-
-    def plain() -> None:
-        for xi, si, pi, ni in zip(x, snap, prev, new):
-            ni.copy_(xi)
-            pi.sum()
-            si.copy_(xi)
-
-    # Interleaved, so that a change of load on a shared machine hits both alike.
-    step_times, plain_times = [], []
-    plain()
-    for _ in range(repeats):
-        step_times.append(median_ms(quiet.step, 1, train))
-        plain_times.append(median_ms(plain, 1))
-    assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
-    step_ms, bound_ms = statistics.median(step_times), statistics.median(plain_times)
-    ratio = statistics.median(a / b for a, b in zip(step_times, plain_times))
-    moved = 28 * count
-    print(f"  bytes one step() must move: {moved / 1e6:.0f} MB (28 B per parameter)")
-    print(f"  plain copies/sums moving them (the bound): {bound_ms:.1f} ms ({moved / bound_ms / 1e6:.1f} GB/s)")
-    print(f"  AutoDrop.step(), no drop pending: {step_ms:.1f} ms")
-    print(f"  ratio step()/bound, median over {repeats} interleaved pairs: {ratio:.2f}x "
-          f"(fastest step / fastest bound: {min(step_times) / min(plain_times):.2f}x)")
-
     pending = AutoDrop(torch.optim.SGD(params, lr=0.1), threshold=180.0, max_threshold=180.0, drop_delay=10**6)
     for _ in range(4):  # the trigger fires at epoch 3 and the window stays open
         train()
+        quiet.step()
         pending.step()
     assert pending.last_decision is not None and pending.last_decision.average_weight is not None
-    avg_ms = median_ms(pending.step, repeats, train)
-    print(f"  AutoDrop.step(), inside an averaging window: {avg_ms:.1f} ms")
+    outside, inside = 16 * count, 32 * count
+    print(f"  bytes one step() must move: {outside / 1e6:.0f} MB outside a window (16 B per parameter), "
+          f"{inside / 1e6:.0f} MB inside (32 B)")
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        rows = {"outside": ([], outside, quiet), "inside": ([], inside, pending)}
+        for _ in range(repeats):
+            for ratios, moved, sched in rows.values():
+                train()
+                step_ms = median_ms(sched.step, 1)
+                gbs = bandwidth.probe_gbs(threads)  # the bound, under the same load as this step
+                ratios.append((step_ms, step_ms / (moved / (gbs * 1e9) * 1e3)))
+        assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
+        print(f"  {threads} thread{'s' if threads > 1 else ''}: {bandwidth.describe(threads)}")
+        for where, (ratios, moved, _) in rows.items():
+            times = [t for t, _ in ratios]
+            ratio = statistics.median(r for _, r in ratios)
+            print(f"    step() {where} a window: {statistics.median(times):.1f} ms, "
+                  f"{ratio:.2f}x the bound (median of {repeats} interleaved pairs; best {min(r for _, r in ratios):.2f}x)")
 
 
 def bench_demo_share(repeats: int) -> None:
@@ -157,17 +147,15 @@ def bench_demo_share(repeats: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
     parser.add_argument("--no-fused", action="store_true", help="plain torch ops even if numba is installed")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from autodrop_torch import _fused_cpu, _reduce
 
     _reduce.USE_FUSED_CPU = not args.no_fused
     path = "fused numba kernels" if _reduce.USE_FUSED_CPU and _fused_cpu.available() else "plain torch ops"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, reductions by {path}")
-    bench_resnet(args.repeats)
+    print(f"torch {torch.__version__}, CPU, reductions by {path}")
+    bench_resnet(args.repeats, args.threads)
     bench_demo_share(args.repeats)
     return 0
 

@@ -2,10 +2,13 @@
 
 The checkpoint is a dict of plain Python values and tensors (so ``torch.save`` and
 ``torch.load(weights_only=True)`` handle it): the core's JSON-safe checkpoint, the
-scheduler's counters, the watched parameters' positions in the optimizer, and copies of
-x̂, s(t-1) and, mid-window, the running averages. Loading validates everything before
-it changes anything, so a bad checkpoint leaves the scheduler as it was. This module
-must not apply any AutoDrop rule.
+scheduler's counters, the last ``history_size`` decisions, the watched parameters'
+positions in the optimizer, and the tensors AutoDrop keeps: x̂(t-1), the two operands of
+s(t-1) and, mid-window, the running averages. These are the scheduler's own tensors, not
+copies (AutoDrop never modifies one in place: every epoch end makes new ones), so saving
+costs no memory. Version 1 checkpoints, which stored s(t-1) itself, still load and
+resume exactly. Loading validates everything before it changes anything, so a bad
+checkpoint leaves the scheduler as it was. This module must not apply any AutoDrop rule.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from autodrop_core import ConfigError, Controller, Decision, StateError
+from autodrop_core import ConfigError, Controller, Decision, DecisionHistory, StateError
 from autodrop_core._config import show
+from autodrop_core._history import check_history_size
 from autodrop_torch._buffers import TrackedTensors
 from autodrop_torch._reduce import local_tensor
 
@@ -28,17 +32,19 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
 FORMAT = "autodrop_torch.AutoDrop"
-VERSION = 1
+#: 2: s(t-1) as two parameter-dtype operands (``step_heads``, ``step_bases``) and a
+#: bounded history; 1: s(t-1) itself in the accumulation dtype (``prev_steps``).
+VERSION = 2
+_READABLE = (1, 2)
 
 
-def _copies(tensors: Sequence[Tensor | None] | None) -> list[Tensor | None] | None:
-    if tensors is None:
-        return None
-    return [None if t is None else t.detach().clone() for t in tensors]
+def _held(tensors: Sequence[Tensor | None] | None) -> list[Tensor | None] | None:
+    """The list of the scheduler's tensors (the tensors themselves: they are never modified in place)."""
+    return None if tensors is None else list(tensors)
 
 
 def save(scheduler: AutoDrop) -> dict[str, Any]:
-    """The scheduler's complete state; tensors are copies, safe to keep while training goes on."""
+    """The scheduler's complete state; its tensors stay valid while training goes on (none is reused)."""
     tracked = scheduler._tracked
     last = scheduler.last_decision
     return {
@@ -47,15 +53,18 @@ def save(scheduler: AutoDrop) -> dict[str, Any]:
         "core": scheduler._controller.to_dict(),
         "last_decision": None if last is None else last.to_dict(),
         "history": [d.to_dict() for d in scheduler.history],
+        "history_size": scheduler.history.limit,
+        "history_dropped": scheduler.history.dropped,
         "last_epoch": scheduler.last_epoch,
         "step_count": scheduler._step_count,
         "base_lrs": [float(lr) for lr in scheduler.base_lrs],
         "shared_floor": scheduler._shared_floor,
         "watched": [list(key) for key in scheduler._keys],
-        "snapshots": _copies(tracked.snapshots),
-        "prev_steps": _copies(tracked.prev_steps),
-        "average": _copies(tracked.average),
-        "buffer_average": _copies(tracked.buffer_average),
+        "snapshots": _held(tracked.snapshots),
+        "step_heads": _held(tracked.heads),
+        "step_bases": _held(tracked.bases),
+        "average": _held(tracked.average),
+        "buffer_average": _held(tracked.buffer_average),
         "last_reductions": None if scheduler.last_reductions is None else list(scheduler.last_reductions),
         # optimizer steps since the last step(), so that a run saved mid-epoch resumes its usage checks
         "optimizer_steps": scheduler._optimizer_steps.count,
@@ -93,8 +102,9 @@ def _fit(
 
 _KEYS = (
     "format", "version", "core", "last_decision", "history", "last_epoch", "step_count", "base_lrs",
-    "shared_floor", "watched", "snapshots", "prev_steps", "average", "buffer_average", "last_reductions",
+    "shared_floor", "watched", "snapshots", "average", "buffer_average", "last_reductions",
 )
+_STEP_KEYS = {1: ("prev_steps",), 2: ("step_heads", "step_bases")}
 
 
 def _int(state: Mapping[str, Any], name: str) -> int:
@@ -127,9 +137,11 @@ def load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
         found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
         raise ValueError(f"not an AutoDrop scheduler checkpoint: format={show(found)}, expected {FORMAT!r}")
     version = state.get("version")
-    if version != VERSION or isinstance(version, bool):
-        raise ValueError(f"AutoDrop checkpoint version={show(version)} is not readable: expected {VERSION}")
-    missing = [key for key in _KEYS if key not in state]
+    if version not in _READABLE or isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(
+            f"AutoDrop checkpoint version={show(version)} is not readable: expected one of {list(_READABLE)}"
+        )
+    missing = [key for key in (*_KEYS, *_STEP_KEYS[version]) if key not in state]
     if missing:
         raise ValueError(f"AutoDrop checkpoint is missing {missing}")
     try:
@@ -153,11 +165,26 @@ def _load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
     labels = [scheduler._name(key, param) for key, param in zip(keys, params, strict=True)]
     tracked = TrackedTensors(scheduler._acc_dtype, scheduler._snapshot_device)
     snapshots = _fit("snapshots", state["snapshots"], params, None, tracked)
-    prev_steps = _fit("prev_steps", state["prev_steps"], params, scheduler._acc_dtype, tracked)
-    if any(t is None for t in snapshots) or any(t is None for t in prev_steps):
-        raise ValueError("checkpoint snapshots and prev_steps must hold a tensor for every watched parameter")
+    if any(t is None for t in snapshots):
+        raise ValueError("checkpoint snapshots must hold a tensor for every watched parameter")
     _check_finite("snapshots", snapshots, labels)
-    _check_finite("prev_steps", prev_steps, labels)
+    if state["version"] == 1:  # s(t-1) itself, in the accumulation dtype: it is the head, with no base
+        heads = _fit("prev_steps", state["prev_steps"], params, scheduler._acc_dtype, tracked)
+        if any(t is None for t in heads):
+            raise ValueError("checkpoint prev_steps must hold a tensor for every watched parameter")
+        _check_finite("prev_steps", heads, labels)
+        bases: list[Tensor | None] = [None] * len(params)
+    else:
+        heads = _fit("step_heads", state["step_heads"], params, None, tracked)
+        bases = _fit("step_bases", state["step_bases"], params, None, tracked)
+        _check_finite("step_heads", heads, labels)
+        _check_finite("step_bases", bases, labels)
+        for i, (head, base) in enumerate(zip(heads, bases, strict=True)):
+            if head is not None and base is None:
+                raise ValueError(
+                    f"AutoDrop checkpoint step_heads[{i}] (of {labels[i]}) is set but step_bases[{i}] is not: "
+                    "the checkpoint is damaged; load an earlier one"
+                )
     average = None
     if state["average"] is not None:
         average = _fit("average", state["average"], params, scheduler._acc_dtype, tracked)
@@ -178,7 +205,16 @@ def _load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
         raise ValueError(
             f"checkpoint last_decision is of epoch {last_decision.epoch}, the core is at epoch {controller.state.epoch}"
         )
-    history = [_decision(d) for d in state["history"]]
+    check_history_size(state.get("history_size", scheduler.history.limit))  # refused when damaged
+    dropped = state.get("history_dropped", 0)
+    if isinstance(dropped, bool) or not isinstance(dropped, int) or dropped < 0:
+        raise ValueError(f"AutoDrop checkpoint history_dropped={show(dropped)} is invalid: expected an integer >= 0")
+    if not isinstance(state["history"], (list, tuple)):
+        raise ValueError(f"AutoDrop checkpoint history={show(state['history'])} is invalid: expected a list")
+    # The scheduler's own limit wins (a checkpoint from a run that kept more is trimmed).
+    history = DecisionHistory(
+        [_decision(d) for d in state["history"]], limit=scheduler.history.limit, dropped=dropped
+    )
     last_epoch = _int(state, "last_epoch")
     step_count = _int(state, "step_count")
     base_lrs = state["base_lrs"]
@@ -202,7 +238,8 @@ def _load(scheduler: AutoDrop, state: Mapping[str, Any]) -> None:
     # Adopt: nothing below can fail on bad input.
     tracked.params = params
     tracked.snapshots = [t for t in snapshots if t is not None]
-    tracked.prev_steps = [t for t in prev_steps if t is not None]
+    tracked.heads = heads
+    tracked.bases = bases
     tracked.average = average
     tracked.buffers = buffers
     tracked.buffer_average = None if buffer_average is None else [t for t in buffer_average if t is not None]

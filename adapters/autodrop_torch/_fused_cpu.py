@@ -1,15 +1,18 @@
 """Optional one-pass CPU kernels for the step, its two reductions and the average (numba).
 
 With plain torch ops the CPU path reads and writes each parameter's bytes several times
-(upcast, subtract, two dots, snapshot copy). When numba is installed and a tensor is a
-large contiguous float32 or float64 CPU tensor, one kernel pass forms s(t) = x(t) - x̂(t-1)
-element by element in float64, writes it out, copies x (the next snapshot, adopted only
-once the core accepts the epoch) and accumulates both sums in float64. Sums are blocked
-(a float64 partial per block of 4096 elements, then the partials in order), so the
-result does not depend on threads and is accurate to about 1e-13 relative. A second
-kernel updates the running average W in place with the same two roundings as the
-reference. Both must compute exactly what the torch path computes, up to the order of
-float64 additions, and nothing else; the step kernel writes only into new tensors.
+(upcast, subtract, two dots, copy). When numba is installed and a tensor is a large
+contiguous float32 or float64 CPU tensor, one kernel pass reads x(t), x̂(t-1) and the
+two tensors the previous step is formed from (s(t-1) = A - B, see ``_buffers.py``),
+forms s(t) = x(t) - x̂(t-1) and s(t-1) element by element in float64, accumulates both
+sums in float64 and writes a copy of x (the next snapshot, adopted only once the core
+accepts the epoch); inside an averaging window the same pass also writes the new
+running average W' = W + c (x - W) into a fresh float64 tensor, with the reference's two
+roundings. Sums are blocked (a float64 partial per block of 4096 elements, vectorised
+within the block, then the partials in order), so the result does not depend on threads
+and is accurate to about 1e-13 relative. The kernels compute exactly what the torch path
+computes, up to the order of float64 additions, and nothing else; they write only into
+new tensors.
 """
 
 from __future__ import annotations
@@ -21,122 +24,154 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_NUMEL", "available", "fits", "fits_blend", "fused_blend", "fused_step", "run_many"]
+__all__ = ["MIN_NUMEL", "available", "fits", "fused_step", "run_many"]
 
 _BLOCK = 4096
 
-#: Smaller tensors take the torch path: for them the kernels gain nothing, and a model
-#: made only of small tensors never pays numba's import and compile time (about 1 s).
+#: A model whose tensors are all smaller than this takes the torch path: it never pays
+#: numba's import and compile time (about 1 s). Once one tensor is this large, every
+#: tensor the kernels can take goes through them (fewer, cheaper calls than torch ops).
 MIN_NUMEL = 1 << 16
-_kernel: Any = None
-_blend: Any = None
+_kernels: Any = None
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0
 
 
 def available() -> bool:
     """True when numba can be imported (it is only imported on first use)."""
-    return _kernel is not None or importlib.util.find_spec("numba") is not None
+    return _kernels is not None or importlib.util.find_spec("numba") is not None
 
 
 def _build() -> Any:
     import numba
     import numpy as np
 
-    # No fastmath: the additions keep their written order on every machine.
-    @numba.njit(nogil=True, cache=False)
-    def kernel(x: Any, x_hat: Any, prev: Any, out: Any, copy: Any) -> tuple[float, float]:
+    # Within a block of 4096 elements the two sums may be reassociated (so that they
+    # vectorize: one pass then runs at the memory bandwidth); nothing else may be: the
+    # steps, the copy and W' keep the reference's roundings, and the block partials are
+    # added in order. The result does not depend on the number of threads.
+    @numba.njit(nogil=True, fastmath={"reassoc"})
+    def block_step(x: Any, x_hat: Any, head: Any, base: Any, copy: Any) -> tuple[float, float]:
+        dot = 0.0
+        sq = 0.0
+        for i in range(x.size):
+            xi = x[i]
+            s = np.float64(xi) - np.float64(x_hat[i])
+            prev = np.float64(head[i]) - np.float64(base[i])
+            copy[i] = xi
+            dot += s * prev
+            sq += s * s
+        return dot, sq
+
+    @numba.njit(nogil=True)
+    def block_absorb(x: Any, average: Any, out: Any, weight: float, first: bool) -> None:
+        for i in range(x.size):
+            xd = np.float64(x[i])
+            if first:
+                out[i] = xd
+            else:
+                w = average[i]
+                delta = (xd - w) * weight  # two roundings, as the reference: no fused multiply-add
+                out[i] = w + delta
+
+    @numba.njit(nogil=True)
+    def step(x: Any, x_hat: Any, head: Any, base: Any, copy: Any) -> tuple[float, float]:
         dot = 0.0
         sq = 0.0
         n = x.size
-        for start in range(0, n, _BLOCK):
-            block_dot = 0.0
-            block_sq = 0.0
-            for i in range(start, min(start + _BLOCK, n)):
-                s = np.float64(x[i]) - np.float64(x_hat[i])
-                out[i] = s
-                copy[i] = x[i]
-                block_dot += s * prev[i]
-                block_sq += s * s
+        for a in range(0, n, _BLOCK):
+            b = min(a + _BLOCK, n)
+            block_dot, block_sq = block_step(x[a:b], x_hat[a:b], head[a:b], base[a:b], copy[a:b])
             dot += block_dot
             sq += block_sq
         return dot, sq
 
-    @numba.njit(nogil=True, cache=False)
-    def blend(average: Any, x: Any, weight: float) -> None:
-        for i in range(x.size):
-            delta = np.float64(x[i]) - average[i]
-            delta = delta * weight  # two roundings, as the reference: no fused multiply-add
-            average[i] = average[i] + delta
+    @numba.njit(nogil=True)
+    def step_and_absorb(
+        x: Any, x_hat: Any, head: Any, base: Any, copy: Any, average: Any, out: Any, weight: float, first: bool
+    ) -> tuple[float, float]:
+        dot = 0.0
+        sq = 0.0
+        n = x.size
+        for a in range(0, n, _BLOCK):
+            b = min(a + _BLOCK, n)
+            block_dot, block_sq = block_step(x[a:b], x_hat[a:b], head[a:b], base[a:b], copy[a:b])
+            block_absorb(x[a:b], average[a:b], out[a:b], weight, first)  # the block is still in cache
+            dot += block_dot
+            sq += block_sq
+        return dot, sq
 
-    return kernel, blend
-
-
-def fits(x: Tensor, snapshot: Tensor, prev: Tensor) -> bool:
-    """Whether the kernel takes this tensor (large, CPU, contiguous, float32/float64, float64 steps)."""
-    return (
-        x.numel() >= MIN_NUMEL
-        and x.device.type == "cpu"
-        and snapshot.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and snapshot.dtype == x.dtype
-        and prev.dtype == torch.float64
-        and x.is_contiguous()
-        and snapshot.is_contiguous()
-        and prev.is_contiguous()
-    )
+    return step, step_and_absorb
 
 
-def _ensure_built() -> None:
-    global _kernel, _blend
-    if _kernel is None:
-        _kernel, _blend = _build()
+def _ensure_built() -> Any:
+    global _kernels
+    if _kernels is None:
+        _kernels = _build()
+    return _kernels
 
 
-def fits_blend(average: Tensor, x: Tensor) -> bool:
-    """Whether :func:`fused_blend` takes this pair (large, CPU, contiguous, float32/64 into float64)."""
-    return (
-        x.numel() >= MIN_NUMEL
-        and average.device.type == "cpu"
-        and x.device.type == "cpu"
-        and average.dtype == torch.float64
-        and x.dtype in (torch.float32, torch.float64)
-        and average.is_contiguous()
-        and x.is_contiguous()
-    )
+def fits(x: Tensor, *others: Tensor) -> bool:
+    """Whether the kernels can take this tensor: CPU, contiguous, float32/float64, ``others`` alike.
 
-
-def fused_blend(average: Tensor, x: Tensor, weight: float) -> None:
-    """W = W + weight * (x - W) in place, in one pass, with the reference's roundings."""
-    _ensure_built()
-    _blend(average.view(-1).numpy(), x.reshape(-1).numpy(), weight)
-
-
-def fused_step(x: Tensor, snapshot: Tensor, prev: Tensor) -> tuple[Tensor, Tensor, float, float]:
-    """One pass: s(t) in float64, a copy of x, <s(t), s(t-1)> and ||s(t)||^2.
-
-    The copy is the next snapshot x̂(t) for an epoch that applies no average; the caller
-    adopts it (or not) once the core has accepted the epoch, so nothing is modified here.
+    Size is the caller's concern (see :data:`MIN_NUMEL`).
     """
-    _ensure_built()
-    out = torch.empty(x.shape, dtype=torch.float64)
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.is_contiguous()
+        and all(
+            o.device.type == "cpu" and o.shape == x.shape and o.dtype == x.dtype and o.is_contiguous() for o in others
+        )
+    )
+
+
+def fits_average(x: Tensor, average: Tensor | None) -> bool:
+    """Whether the window kernel can also absorb x into ``average`` (float64, CPU, contiguous, same shape)."""
+    return average is None or (
+        average.device.type == "cpu" and average.dtype == torch.float64 and average.is_contiguous()
+        and average.shape == x.shape
+    )
+
+
+StepResult = tuple[Tensor, Tensor | None, float, float]
+
+
+def fused_step(
+    x: Tensor, snapshot: Tensor, head: Tensor, base: Tensor, absorb: tuple[Tensor | None, float] | None = None
+) -> StepResult:
+    """One pass: a copy of x, <s(t), s(t-1)> and ||s(t)||^2; with ``absorb`` also W'.
+
+    ``s(t-1) = head - base`` (pass the snapshot as both for a zero previous step).
+    ``absorb`` is ``(W, c)`` (``W`` None: W' = x, the first vector of a window). Returns
+    ``(copy, new_average or None, dot, sq_norm)``; nothing passed in is modified.
+    """
+    step, step_and_absorb = _ensure_built()
     copy = torch.empty_like(x, memory_format=torch.contiguous_format)
-    dot, sq = _kernel(x.reshape(-1).numpy(), snapshot.reshape(-1).numpy(), prev.reshape(-1).numpy(),
-                      out.view(-1).numpy(), copy.view(-1).numpy())
-    return out, copy, float(dot), float(sq)
+    flat = [t.reshape(-1).numpy() for t in (x, snapshot, head, base)]
+    if absorb is None:
+        dot, sq = step(*flat, copy.view(-1).numpy())
+        return copy, None, float(dot), float(sq)
+    average, weight = absorb
+    out = torch.empty(x.shape, dtype=torch.float64)
+    out_flat = out.view(-1).numpy()
+    first = average is None
+    dot, sq = step_and_absorb(*flat, copy.view(-1).numpy(), out_flat if first else average.view(-1).numpy(),
+                              out_flat, float(weight), first)
+    return copy, out, float(dot), float(sq)
 
 
-StepResult = tuple[Tensor, Tensor, float, float]
+Job = tuple[int, Tensor, Tensor, Tensor, Tensor, "tuple[Tensor | None, float] | None"]
 
 
-def run_many(jobs: list[tuple[int, Tensor, Tensor, Tensor]]) -> dict[int, Future[StepResult]]:
+def run_many(jobs: list[Job]) -> dict[int, Future[StepResult]]:
     """:func:`fused_step` over many tensors, on as many threads as torch uses.
 
-    The kernel releases the GIL. Each tensor's sums are its own, so the result does not
+    The kernels release the GIL. Each tensor's sums are its own, so the result does not
     depend on the number of threads; the caller adds them in tensor order.
 
     Args:
-        jobs: ``(index, x, snapshot, prev)`` per tensor.
+        jobs: ``(index, x, snapshot, head, base, absorb)`` per tensor.
 
     Returns:
         A future per index, largest tensors started first.
@@ -148,14 +183,14 @@ def run_many(jobs: list[tuple[int, Tensor, Tensor, Tensor]]) -> dict[int, Future
     threads = torch.get_num_threads()
     futures: dict[int, Future[StepResult]] = {}
     if threads <= 1:
-        for index, x, snapshot, prev in jobs:
+        for index, *args in jobs:
             future: Future[StepResult] = Future()
-            future.set_result(fused_step(x, snapshot, prev))
+            future.set_result(fused_step(*args))
             futures[index] = future
         return futures
     if _pool is None or _pool_threads != threads:
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="autodrop")
         _pool_threads = threads
-    for index, x, snapshot, prev in sorted(jobs, key=lambda job: -job[1].numel()):
-        futures[index] = _pool.submit(fused_step, x, snapshot, prev)
+    for index, *args in sorted(jobs, key=lambda job: -job[1].numel()):
+        futures[index] = _pool.submit(fused_step, *args)
     return futures

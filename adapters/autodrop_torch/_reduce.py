@@ -1,13 +1,16 @@
 """The two per-epoch reductions of AutoDrop, computed where the parameters live.
 
-For every watched tensor the step s(t) = x(t) - x̂(t-1) is formed element by element
-in the accumulation dtype (float64 where the device has it), then reduced against
-s(t-1) and itself with one dot product each (on CPU with numba installed, one fused
-pass per tensor does all three; see ``_fused_cpu.py``). The per-tensor partial sums stay on the
-device; they are stacked into one two-element tensor, all-reduced across the ranks
-that hold different shards of a sharded (DTensor / FSDP2) parameter, and only then
-copied to the host, once. This module must not make any decision and must not modify
-its inputs: the caller keeps the new steps only once the core has accepted the epoch.
+For every watched tensor the step s(t) = x(t) - x̂(t-1) and the previous step
+s(t-1) = A - B (two tensors in the parameter's dtype kept by ``_buffers.py``, usually
+x̂(t-1) - x̂(t-2)) are formed element by element in the accumulation dtype (float64
+where the device has it), chunk by chunk, and reduced with one dot product each; the
+same pass takes a contiguous copy of x(t) (the candidate next snapshot) and, inside an
+averaging window, the new running average. On CPU with numba installed one fused pass
+per tensor does all of it (``_fused_cpu.py``). The per-tensor partial sums stay on the
+device; they are stacked, all-reduced across the ranks that hold different shards of a
+sharded (DTensor / FSDP2) parameter, and only then copied to the host, once. This
+module must not make any decision and must not modify its inputs: the caller adopts
+the new tensors only once the core has accepted the epoch.
 """
 
 from __future__ import annotations
@@ -69,58 +72,114 @@ def _shard_groups(param: Tensor) -> tuple[Any, ...]:
     return tuple(groups)
 
 
-def _step(x: Tensor, snapshot: Tensor, acc_dtype: torch.dtype) -> Tensor:
-    """s(t) = x - x̂ in ``acc_dtype``, always contiguous (channels_last and transposed parameters too).
+#: Elements per chunk of the torch path: its float64 temporaries (the step, the previous
+#: step, their products) stay below about 4 x 8 MiB whatever the size of a tensor.
+CHUNK = 1 << 20
 
-    Exact: the upcast is exact, the float64 subtraction rounds at most once.
+def _torch_step(
+    x: Tensor, snapshot: Tensor, head: Tensor | None, base: Tensor | None, acc_dtype: torch.dtype,
+    home: torch.device, absorb: tuple[Tensor | None, float] | None,
+) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+    """The torch path for one tensor: its copy, its new average (with ``absorb``), its partial pairs.
+
+    s(t) = x - x̂ and s(t-1) = head - base (``head`` None: the snapshot; ``base`` None:
+    nothing is subtracted, and both None: a zero step) are formed chunk by chunk in
+    ``acc_dtype``; each is exact to one rounding, as the numpy reference's. Always
+    contiguous, whatever the parameter's layout.
     """
-    step = x.to(dtype=acc_dtype, memory_format=torch.contiguous_format, copy=True)
-    return step.sub_(snapshot)
+    for what, other in (("snapshot", snapshot), ("step head", head), ("step base", base)):
+        if other is not None and other.shape != x.shape:
+            raise RuntimeError(f"its {what} has shape {tuple(other.shape)}")
+    copy = x.to(device=home, memory_format=torch.contiguous_format, copy=True)
+    flat, snap = copy.view(-1), snapshot.reshape(-1)
+    head_flat = snap if head is None else head.reshape(-1)
+    base_flat = None if base is None else base.reshape(-1)
+    zero_step = head is None and base is None
+    out = None
+    if absorb is not None:
+        out = torch.empty(flat.shape, dtype=acc_dtype, device=home)
+    pairs = []
+    for a in range(0, max(flat.numel(), 1), CHUNK):
+        b = min(a + CHUNK, flat.numel())
+        step = flat[a:b].to(acc_dtype, copy=True).sub_(snap[a:b])
+        if zero_step:
+            prev = torch.zeros_like(step)
+        elif base_flat is None:
+            prev = head_flat[a:b].to(acc_dtype)
+        else:
+            prev = torch.sub(head_flat[a:b].to(acc_dtype), base_flat[a:b])
+        pairs.append(torch.stack((torch.dot(step, prev), torch.dot(step, step))))
+        if out is not None and absorb is not None:
+            average, weight = absorb
+            if average is None:  # the first vector of a window: W = x(t)
+                out[a:b].copy_(flat[a:b])
+            else:  # W + c (x - W): (x - W) in W's dtype, times c, plus W, one rounding each
+                avg = average.reshape(-1)[a:b]
+                torch.sub(flat[a:b], avg, out=out[a:b])
+                out[a:b].mul_(weight).add_(avg)
+    return copy, None if out is None else out.view(copy.shape), pairs
 
 
 def reduce_steps(
     params: Sequence[Tensor],
     snapshots: Sequence[Tensor],
-    prev_steps: Sequence[Tensor],
+    heads: Sequence[Tensor | None],
+    bases: Sequence[Tensor | None],
     acc_dtype: torch.dtype,
     names: Sequence[str] | None = None,
+    absorb: tuple[Sequence[Tensor | None], float] | None = None,
 ) -> tuple[float, float, list[Tensor], list[Tensor | None]]:
-    """dot = <s(t), s(t-1)> and sq_norm = ||s(t)||^2 over all ``params``, and the new steps.
+    """dot = <s(t), s(t-1)> and sq_norm = ||s(t)||^2 over all ``params``, the copies, the new averages.
 
     Args:
         params: the watched parameters (plain tensors or DTensors), as they are now.
-        snapshots: x̂(t-1) of each, the local part, in any dtype, on the buffer device.
-        prev_steps: s(t-1) of each, local, in ``acc_dtype``, on the buffer device.
+        snapshots: x̂(t-1) of each, the local part, in the parameter's dtype, on the buffer device.
+        heads, bases: what s(t-1) = head - base is formed from, per parameter (see
+            ``_buffers.py``); a None head is the snapshot, a None base subtracts nothing.
         acc_dtype: the dtype the steps are formed and accumulated in.
         names: how to call each parameter in an error message.
+        absorb: ``(averages, c)`` to also form each W' = W + c (x(t) - W) in the same
+            pass (an average None enters as x(t)); None: no average is formed.
 
     Returns:
-        ``(dot, sq_norm, steps, copies)``: two Python floats (one device-to-host copy
-        in all), s(t) of each parameter in ``acc_dtype``, and for each parameter either
-        a fresh copy of its current value (made by the fused CPU pass, usable as the
-        next snapshot) or None.
+        ``(dot, sq_norm, copies, averages)``: two Python floats (one device-to-host copy
+        in all), a fresh contiguous copy of each parameter's current value (the next
+        snapshot) on the buffer device, and W' per parameter (all None without ``absorb``).
+        Nothing passed in is modified.
     """
-    steps: list[Tensor] = []
-    copies: list[Tensor | None] = []
+    copies: list[Tensor] = []
+    averages: list[Tensor | None] = []
     partials: dict[tuple[Any, ...], list[Tensor]] = {}
     with torch.no_grad():
-        locals_ = [local_tensor(p).to(snap.device) for p, snap in zip(params, snapshots, strict=True)]
-        fused = _fused_cpu.run_many(
-            [
-                (i, x, snapshots[i], prev_steps[i])
-                for i, x in enumerate(locals_)
-                if USE_FUSED_CPU and _fused_cpu.fits(x, snapshots[i], prev_steps[i]) and _fused_cpu.available()
-            ]
+        locals_ = [local_tensor(p) for p in params]
+        absorbs: list[tuple[Tensor | None, float] | None] = (
+            [None] * len(params) if absorb is None else [(avg, absorb[1]) for avg in absorb[0]]
         )
-        for i, (param, x, snapshot, prev) in enumerate(zip(params, locals_, snapshots, prev_steps, strict=True)):
+        jobs = []
+        for i, x in enumerate(locals_):
+            head = snapshots[i] if heads[i] is None else heads[i]
+            base, job_absorb = bases[i], absorbs[i]
+            if (
+                USE_FUSED_CPU
+                and base is not None  # a zero or explicit previous step (first epoch, old checkpoint): torch path
+                and _fused_cpu.fits(x, snapshots[i], head, base)
+                and (job_absorb is None or _fused_cpu.fits_average(x, job_absorb[0]))
+                and _fused_cpu.available()
+            ):
+                jobs.append((i, x, snapshots[i], head, base, job_absorb))
+        if not any(job[1].numel() >= _fused_cpu.MIN_NUMEL for job in jobs):
+            jobs = []  # only small tensors: the torch path, without loading numba
+        fused = _fused_cpu.run_many(jobs)
+        for i, (param, x) in enumerate(zip(params, locals_, strict=True)):
+            snapshot = snapshots[i]
             try:
                 if i in fused:
-                    step, copy, dot, sq = fused[i].result()
-                    pair = torch.tensor((dot, sq), dtype=acc_dtype)
+                    copy, average, dot, sq = fused[i].result()
+                    pairs = [torch.tensor((dot, sq), dtype=acc_dtype)]
                 else:
-                    step, copy = _step(x, snapshot, acc_dtype), None
-                    flat = step.view(-1)  # contiguous whatever the parameter's layout
-                    pair = torch.stack((torch.dot(flat, prev.reshape(-1)), torch.dot(flat, flat)))
+                    copy, average, pairs = _torch_step(
+                        x, snapshot, heads[i], bases[i], acc_dtype, snapshot.device, absorbs[i]
+                    )
             except torch.OutOfMemoryError:
                 raise  # keep its type: callers catch it to retry with less memory
             except RuntimeError as err:
@@ -130,12 +189,12 @@ def reduce_steps(
                     f"{x.dtype}, {x.device}): {err}"
                 ) from err
             if partials:  # model parallel across devices: gather the partials on the first
-                pair = pair.to(next(iter(partials.values()))[0].device)
-            partials.setdefault(_shard_groups(param), []).append(pair)
-            steps.append(step)
+                pairs = [pair.to(next(iter(partials.values()))[0].device) for pair in pairs]
+            partials.setdefault(_shard_groups(param), []).extend(pairs)
             copies.append(copy)
+            averages.append(average)
         if not partials:
-            return 0.0, 0.0, steps, copies
+            return 0.0, 0.0, copies, averages
         totals = []
         for groups, pairs in partials.items():
             total = torch.stack(pairs).sum(dim=0)
@@ -144,4 +203,4 @@ def reduce_steps(
             totals.append(total)
         combined = totals[0] if len(totals) == 1 else torch.stack(totals).sum(dim=0)
         dot, sq_norm = combined.tolist()  # the one device-to-host transfer of the epoch
-    return float(dot), float(sq_norm), steps, copies
+    return float(dot), float(sq_norm), copies, averages

@@ -21,14 +21,17 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop_core import (
+    DEFAULT_HISTORY_SIZE,
     DEFAULTS,
     AutoDropConfig,
     Controller,
     Decision,
+    DecisionHistory,
     InvalidReductionError,
     check_lrs_unchanged,
     log_scalars,
 )
+from autodrop_core._history import check_history_size
 from autodrop_torch import _checkpoint
 from autodrop_torch._buffers import TrackedTensors
 from autodrop_torch._reduce import accumulation_dtype, local_tensor, reduce_steps
@@ -106,16 +109,19 @@ class AutoDrop(LRScheduler):
         trigger: ``"paper"`` (default) or ``"calibrated"``: a flatness test of the angles
             since the last drop that sets its own threshold from their noise (docs/spec.md);
             ``AutoDrop(optimizer, model=model, trigger="calibrated")`` needs nothing else.
-        snapshot_device: where x̂, s(t-1) and the average live; None (default) keeps
-            them next to each parameter, ``"cpu"`` saves accelerator memory at the cost
-            of copying the parameters to the host once per epoch.
+        snapshot_device: where x̂(t-1), x̂(t-2) and the average live; None (default)
+            keeps them next to each parameter, ``"cpu"`` saves accelerator memory at the
+            cost of copying the parameters to the host once per epoch.
+        history_size: how many of the latest decisions :attr:`history` (and the
+            checkpoint) keeps, default 100; None keeps every one.
 
     Raises:
         autodrop_core.ConfigError: a setting is out of its valid range.
         TypeError: the optimizer holds a complex or non-floating-point parameter.
 
     Attributes:
-        history: the core's :class:`~autodrop_core.Decision` of every observed epoch.
+        history: the core's :class:`~autodrop_core.Decision` of the last ``history_size``
+            observed epochs, oldest first (a :class:`~autodrop_core.DecisionHistory`).
         last_reductions: ``(dot, sq_norm)`` of the last observed epoch, or None.
     """
 
@@ -133,6 +139,7 @@ class AutoDrop(LRScheduler):
         reset_on_drop: bool = DEFAULTS["reset_on_drop"],
         trigger: Literal["paper", "calibrated"] = DEFAULTS["trigger"],
         snapshot_device: str | torch.device | None = None,
+        history_size: int | None = DEFAULT_HISTORY_SIZE,
     ) -> None:
         # As every torch scheduler: a group's starting lr is its "initial_lr" when an earlier
         # scheduler (a warmup) has set one, else its current "lr".
@@ -170,7 +177,8 @@ class AutoDrop(LRScheduler):
         self._acc_dtype = (
             torch.float32 if any(accumulation_dtype(d) == torch.float32 for d in devices) else torch.float64
         )
-        self.history: list[Decision] = []
+        self._history_size = check_history_size(history_size)
+        self.history = DecisionHistory(limit=self._history_size)
         self.last_reductions: tuple[float, float] | None = None
         self._written: list[float] = []
         self._optimizer_steps = _OptimizerSteps()
@@ -196,7 +204,7 @@ class AutoDrop(LRScheduler):
         self._keys.extend(keys)
         if self._model is not None:
             self._tracked.set_buffers([b for b in self._model.buffers() if b.is_floating_point()])
-        self.history = []
+        self.history = DecisionHistory(limit=self._history_size)
         self.last_reductions = None
         self._reset_usage()
         self._write_lrs()
@@ -356,15 +364,24 @@ class AutoDrop(LRScheduler):
         for key in joining:
             self._check_param(key, self._param(key))
         controller = self._grown_controller()
-        dot, sq_norm, steps, copies = reduce_steps(
-            self._tracked.params, self._tracked.snapshots, self._tracked.prev_steps, self._acc_dtype,
-            names=[self._name(key, param) for key, param in zip(self._keys, self._tracked.params, strict=True)],
+        tracked = self._tracked
+        # While a drop is pending the weight is known before the reductions: the same pass absorbs x(t).
+        weight = controller.pending_average_weight
+        absorb = None
+        if weight is not None:
+            absorb = (tracked.average if tracked.average is not None else [None] * len(tracked.params), weight)
+        dot, sq_norm, copies, absorbed = reduce_steps(
+            tracked.params, tracked.snapshots, tracked.heads, tracked.bases, self._acc_dtype,
+            names=[self._name(key, param) for key, param in zip(self._keys, tracked.params, strict=True)],
+            absorb=absorb,
         )
         try:
             decision, state = controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
             raise self._name_bad_parameter(err) from err
-        end = self._tracked.prepare(decision.average_weight, decision.apply_average, steps, copies)
+        if decision.average_weight != weight:
+            absorbed = None  # the decision is the authority (it agrees whenever a drop was pending)
+        end = tracked.prepare(decision.average_weight, decision.apply_average, copies, absorbed)
         old_lrs = [g["lr"].clone() if isinstance(g["lr"], Tensor) else g["lr"] for g in self.optimizer.param_groups]
         old_last_lr, old_written = self._last_lr, self._written
         try:

@@ -57,17 +57,17 @@ def test_reduction_of_a_channels_last_tensor_equals_the_contiguous_one() -> None
     torch.manual_seed(1)
     x = torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last)
     snap = torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last)
-    prev = torch.randn(2, 3, 4, 4, dtype=torch.float64).to(memory_format=torch.channels_last)
-    odd = reduce_steps([x], [snap], [prev], torch.float64)
-    plain = reduce_steps([x.contiguous()], [snap.contiguous()], [prev.contiguous()], torch.float64)
+    base = torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last)
+    odd = reduce_steps([x], [snap], [None], [base], torch.float64)
+    plain = reduce_steps([x.contiguous()], [snap.contiguous()], [None], [base.contiguous()], torch.float64)
     assert odd[:2] == plain[:2]
+    assert odd[2][0].is_contiguous() and torch.equal(odd[2][0], x)
 
 
 def test_a_reduction_failure_names_the_parameter() -> None:
     x = torch.ones(3)
     with pytest.raises(RuntimeError, match=r"step of parameter fc\.weight \(shape \(3,\)"):
-        reduce_steps([x], [torch.ones(4)], [torch.zeros(3, dtype=torch.float64)], torch.float64,
-                     names=["parameter fc.weight"])
+        reduce_steps([x], [torch.ones(4)], [None], [torch.zeros(3)], torch.float64, names=["parameter fc.weight"])
 
 
 @pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
