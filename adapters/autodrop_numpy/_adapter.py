@@ -2,9 +2,11 @@
 
 Parameters are numpy arrays owned by the caller; averaging writes into them in place
 (``array[...] = ...``), the way an optimizer's tensors are updated. The adapter keeps
-x̂(t-1) (a copy in the parameter's own dtype), s(t-1) and, while a drop is pending, the
-running average W (both float64). It must not change any of that, nor the caller's
-arrays, when the core rejects an epoch.
+x̂(t-1) and x̂(t-2) (copies in the parameter's own dtype; s(t-1) is formed from them in
+float64 when it is needed, with the same single rounding as when it was stored) and,
+while a drop is pending, the running average W (float64). Only for the epoch after an
+applied average, where x̂(t) is W and not x(t), it also keeps x(t). It must not change
+any of that, nor the caller's arrays, when the core rejects an epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from autodrop_core import AutoDropConfig, Controller, Decision, InvalidReductionError
+from autodrop_core import (
+    DEFAULT_HISTORY_SIZE,
+    AutoDropConfig,
+    Controller,
+    Decision,
+    DecisionHistory,
+    InvalidReductionError,
+)
 
 __all__ = ["NumpyAutoDrop", "reduce_steps"]
 
@@ -71,12 +80,21 @@ class NumpyAutoDrop:
         **config: the spec's keyword settings (``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
             ``reset_on_drop``, ``trigger``).
+        history_size: how many of the latest decisions :attr:`history` keeps (default
+            100); None keeps every one.
 
     Call :meth:`end_epoch` after each epoch's training; read :attr:`lrs` before the
     next.
     """
 
-    def __init__(self, params: Sequence[Array], lrs: Sequence[float] | float, **config: Any) -> None:
+    def __init__(
+        self,
+        params: Sequence[Array],
+        lrs: Sequence[float] | float,
+        *,
+        history_size: int | None = DEFAULT_HISTORY_SIZE,
+        **config: Any,
+    ) -> None:
         # One number is one group; a string or any other non-sequence goes to the core
         # unchanged, which refuses it whole (tuple('0.1') would be read character by character).
         lr_tuple: Any = lrs
@@ -86,10 +104,24 @@ class NumpyAutoDrop:
             lr_tuple = tuple(lrs)
         self.params = _check_params(params)
         self.controller = Controller(AutoDropConfig(lrs=lr_tuple, **config))
+        self.history = DecisionHistory(limit=history_size)
         self._snapshot = [p.copy() for p in self.params]
-        self._prev_step: list[Array] = [np.zeros(p.shape, np.float64) for p in self.params]
+        # s(t-1) = head - base in float64 (head None: the snapshot; base None: nothing is
+        # subtracted; both None: s = 0, as before the first epoch).
+        self._head: list[Array | None] = [None] * len(self.params)
+        self._base: list[Array | None] = [None] * len(self.params)
         self._average: list[Array] | None = None
-        self.history: list[Decision] = []
+
+    def _prev_steps(self) -> list[Array]:
+        """s(t-1) of each parameter in float64, formed from what is kept (a new array each)."""
+        steps = []
+        for snapshot, head, base in zip(self._snapshot, self._head, self._base, strict=True):
+            if head is None and base is None:
+                steps.append(np.zeros(snapshot.shape, np.float64))
+                continue
+            top = np.asarray(snapshot if head is None else head, dtype=np.float64)
+            steps.append(top - np.asarray(base, dtype=np.float64) if base is not None else np.array(top))
+        return steps
 
     @property
     def lrs(self) -> tuple[float, ...]:
@@ -107,7 +139,7 @@ class NumpyAutoDrop:
         Raises:
             InvalidReductionError: the parameters hold NaN or infinity; nothing changed.
         """
-        dot, sq_norm, steps = reduce_steps(self.params, self._snapshot, self._prev_step)
+        dot, sq_norm, _ = reduce_steps(self.params, self._snapshot, self._prev_steps())
         try:
             decision, state = self.controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
@@ -132,22 +164,27 @@ class NumpyAutoDrop:
             assert average is not None
             written = [avg.astype(p.dtype) for p, avg in zip(self.params, average, strict=True)]
             average = None
-        snapshot = written or [p.copy() for p in self.params]  # written arrays are copied into p, never shared
+        copies = [p.copy() for p in self.params]  # x(t): the next snapshot, or the next head after an average
+        snapshot = written or copies  # written arrays are copied into p, never shared
         for p, value in zip(self.params, written, strict=False):
             p[...] = value  # same shape and dtype: cannot fail half way
         self._average = average
+        self._head = list(copies) if written else [None] * len(self.params)
+        self._base = list(self._snapshot)
         self._snapshot = snapshot
-        self._prev_step = steps
         self.controller.commit(decision, state)
         self.history.append(decision)
         return decision
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly: the core checkpoint and the buffers (copies)."""
+        """Everything needed to resume exactly: the core checkpoint and the buffers (copies).
+
+        ``prev_step`` is s(t-1) in float64, formed from the two snapshots the adapter keeps.
+        """
         return {
             "core": self.controller.to_dict(),
             "snapshot": [s.copy() for s in self._snapshot],
-            "prev_step": [s.copy() for s in self._prev_step],
+            "prev_step": self._prev_steps(),
             "average": None if self._average is None else [a.copy() for a in self._average],
         }
 
@@ -171,4 +208,6 @@ class NumpyAutoDrop:
         self.controller = controller
         snapshot, prev_step = buffers["snapshot"], buffers["prev_step"]
         assert snapshot is not None and prev_step is not None
-        self._snapshot, self._prev_step, self._average = snapshot, prev_step, buffers["average"]
+        self._snapshot, self._average = snapshot, buffers["average"]
+        self._head = [np.asarray(s, dtype=np.float64) for s in prev_step]  # s(t-1) itself, nothing subtracted
+        self._base = [None] * len(self.params)
