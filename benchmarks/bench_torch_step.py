@@ -104,11 +104,12 @@ def bench_resnet(repeats: int, thread_counts: list[int]) -> None:
                 ratios.append((step_ms, step_ms / (moved / (gbs * 1e9) * 1e3)))
         assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
         print(f"  {threads} thread{'s' if threads > 1 else ''}: {bandwidth.describe(threads)}")
-        for where, (ratios, moved, _) in rows.items():
+        for where, (ratios, _, _) in rows.items():
             times = [t for t, _ in ratios]
             ratio = statistics.median(r for _, r in ratios)
+            best = min(r for _, r in ratios)
             print(f"    step() {where} a window: {statistics.median(times):.1f} ms, "
-                  f"{ratio:.2f}x the bound (median of {repeats} interleaved pairs; best {min(r for _, r in ratios):.2f}x)")
+                  f"{ratio:.2f}x the bound (median of {repeats} interleaved pairs; best {best:.2f}x)")
 
 
 def bench_demo_share(repeats: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_rss import peak_during  # noqa: E402
+from peak_rss import peak_during
 
 SHAPES = [(2048, 1024)] * 4  # 8.4M parameters
 
@@ -41,7 +41,6 @@ def _held_bytes(sched: Any) -> int:
 
 def measure_torch(dtype: str) -> dict[str, float]:
     import torch
-
     from autodrop_torch import AutoDrop, AutoDropUsageWarning
 
     warnings.filterwarnings("ignore", category=AutoDropUsageWarning)  # epochs moved by hand
