@@ -7,6 +7,7 @@ and the version-1 checkpoint (s(t-1) stored in float64) still resumes exactly.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -86,11 +87,13 @@ def test_history_keeps_the_last_100_decisions_and_the_checkpoint_only_those() ->
             sched.step()
             full.step()
             if epoch in (100, 250):
-                sizes.append(len(repr(sched.state_dict()["history"])))
+                saved = io.BytesIO()
+                torch.save(sched.state_dict(), saved)
+                sizes.append(len(saved.getvalue()))
     assert len(sched.history) == DEFAULT_HISTORY_SIZE == 100 and sched.history.dropped == 150
     assert [d.epoch for d in sched.history] == list(range(151, 251))
     assert len(full.history) == 250 and full.history.dropped == 0
-    assert sizes[1] <= sizes[0] * 1.05  # the checkpoint's history stopped growing
+    assert sizes[1] <= sizes[0] * 1.02  # the checkpoint stopped growing (it grew by ~64 B per epoch)
     restored = AutoDrop(torch.optim.SGD([torch.nn.Parameter(params[0].detach().clone())], lr=0.1))
     restored.load_state_dict(sched.state_dict())
     assert list(restored.history) == list(sched.history) and restored.history.dropped == 150
