@@ -143,3 +143,22 @@ def test_a_nan_snapshot_in_a_checkpoint_is_refused_naming_the_parameter() -> Non
     checkpoint["snapshots"][2].view(-1)[0] = math.nan
     with pytest.raises(ValueError, match=r"snapshots\[2\] \(of parameter 2\.weight\) holds NaN"):
         sched.load_state_dict(checkpoint)
+
+
+def test_the_torch_path_gives_the_same_steps_and_average_in_any_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autodrop_torch import _reduce
+
+    gen = torch.Generator().manual_seed(3)
+    x, snap, base = (torch.randn(5, 13, generator=gen) for _ in range(3))
+    average = torch.randn(5, 13, generator=gen, dtype=torch.float64)
+    monkeypatch.setattr(_reduce, "USE_FUSED_CPU", False)
+    results = []
+    for chunk in (7, 64, 1 << 20):
+        monkeypatch.setattr(_reduce, "CHUNK", {"cpu": chunk})
+        results.append(reduce_steps([x], [snap], [None], [base], torch.float64, absorb=([average], 0.4)))
+    expected_dot = float(((x.double() - snap.double()) * (snap.double() - base.double())).sum())
+    for dot, sq, copies, averages in results:
+        assert dot == pytest.approx(expected_dot, rel=1e-13)
+        assert sq == pytest.approx(float(((x.double() - snap.double()) ** 2).sum()), rel=1e-13)
+        assert torch.equal(copies[0], x)
+        assert torch.equal(averages[0], average + (x.double() - average) * 0.4)  # elementwise: the same bits
