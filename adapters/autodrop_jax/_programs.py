@@ -1,6 +1,7 @@
 """The device programs: one jitted reduction per epoch, one jitted averaging step when due.
 
-Everything here works on flat lists of leaves and stays on the device: the
+Everything here works on flat lists of leaves and stays on the device: the previous
+step s(t-1) is formed on the fly from two parameter-dtype buffers (it is not stored), the
 reduction returns the per-leaf partial sums of the two scalars as one small array,
 which the caller moves to the host in a single transfer and adds up in float64. No
 function here reads a value back to the host, decides anything, or mutates its
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ __all__ = [
     "compensation_leaves",
     "copy_leaves",
     "nonfinite_leaves",
+    "placeholders",
     "reduce_epoch",
     "split_weight",
     "sum_partials",
@@ -33,31 +36,61 @@ __all__ = [
 Leaves = list[jax.Array]
 
 
-@jax.jit
-def reduce_epoch(params: Leaves, snapshot: Leaves, prev_step: Leaves) -> tuple[jax.Array, Leaves, Leaves]:
-    """Form s(t) element by element, reduce it, and take the next snapshot, in one program.
+def _previous_step(
+    snapshot: jax.Array, base: jax.Array | None, head: jax.Array | None, step: jax.Array
+) -> jax.Array | None:
+    """s(t-1) = acc(A) - acc(B) for one leaf, formed on the fly in the accumulation dtype of ``step``.
+
+    ``base`` B = x̂(t-2) (None: s(t-1) = 0); ``head`` A = None means A is the snapshot,
+    a parameter-dtype array is x(t-1) after an applied average, and an array already in
+    the accumulation dtype with no ``base`` is an explicit s(t-1) (a layout-1 checkpoint).
+    One subtraction of the same two parameter-dtype values, rounded once in the
+    accumulation dtype: the bits the stored step of layout 1 had.
+    """
+    acc = step.dtype
+    if base is None:
+        return head if head is not None else None
+    a = snapshot if head is None else head
+    return a.astype(acc) - base.astype(acc)
+
+
+@partial(jax.jit, static_argnames="acc")
+def reduce_epoch(
+    params: Leaves, snapshot: Leaves, base: Leaves | None, head: Leaves | None, *, acc: str
+) -> tuple[jax.Array, Leaves]:
+    """Form s(t) and s(t-1) element by element, reduce them, and take the next snapshot, in one program.
 
     Args:
         params: x(t), the leaves of the parameter pytree.
         snapshot: x̂(t-1), same shapes and dtypes as ``params``.
-        prev_step: s(t-1) in the accumulation dtype (float32 or float64).
+        base: x̂(t-2) (parameter dtype), or None when s(t-1) = 0 (the first epoch).
+        head: None when s(t-1) = x̂(t-1) - x̂(t-2); else x(t-1) in the parameter dtype
+            (the epoch after an applied average), or, with ``base`` None, s(t-1) itself
+            in the accumulation dtype (read from a layout-1 checkpoint).
+        acc: the accumulation dtype's name (float32, or float64 under x64).
 
     Returns:
-        ``(partials, steps, copies)``: ``partials[0, i]`` = <s_i(t), s_i(t-1)> and
+        ``(partials, copies)``: ``partials[0, i]`` = <s_i(t), s_i(t-1)> and
         ``partials[1, i]`` = ||s_i(t)||^2 for leaf i, in the accumulation dtype;
-        ``steps`` = s(t) in that dtype; ``copies`` = fresh buffers holding x(t), the
-        candidate snapshot (the caller's arrays may be donated later, ours must not).
+        ``copies`` = fresh buffers holding x(t), the candidate snapshot (the caller's
+        arrays may be donated later, ours must not). s(t) is not written: it is formed
+        again from x̂(t) and x̂(t-1) when it is needed as the previous step.
     """
-    dots, squares, steps, copies = [], [], [], []
-    for x, x_hat, s_prev in zip(params, snapshot, prev_step, strict=True):
-        acc = s_prev.dtype
+    zero = jnp.zeros((), acc)
+    n = len(params)
+    bases = base if base is not None else [None] * n
+    heads = head if head is not None else [None] * n
+    dots, squares, copies = [], [], []
+    for x, x_hat, b, a in zip(params, snapshot, bases, heads, strict=True):
         step = x.astype(acc) - x_hat.astype(acc)
-        dots.append(jnp.sum(step * s_prev))
+        prev = _previous_step(x_hat, b, a, step)
+        # s(t-1) = 0: multiply by zero rather than skip, so that a NaN or infinite step
+        # gives a NaN dot, as the stored zeros of layout 1 did.
+        dots.append(jnp.sum(step * (zero if prev is None else prev)))
         squares.append(jnp.sum(step * step))
-        steps.append(step)
         copies.append(jnp.copy(x))
     partials = jnp.stack([jnp.stack(dots), jnp.stack(squares)])
-    return partials, steps, copies
+    return partials, copies
 
 
 def sum_partials(partials: jax.Array) -> tuple[float, float]:
@@ -85,29 +118,38 @@ def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @partial(jax.jit, static_argnames="first")
 def absorb(
-    params: Leaves, average: Leaves, average_lo: Leaves, weight: tuple[jax.Array, jax.Array], *, first: bool
-) -> tuple[Leaves, Leaves]:
+    params: Leaves,
+    average: Leaves | None,
+    average_lo: Leaves | None,
+    weight: tuple[jax.Array, jax.Array],
+    *,
+    first: bool,
+) -> tuple[Leaves, Leaves | None]:
     """W <- W + c (x(t) - W); with ``first`` (c = 1) simply W <- x(t).
 
-    W is ``average`` in the accumulation dtype. Without x64 it is carried as an
-    unevaluated float32 pair (``average`` + ``average_lo``, |lo| <= half an ulp of hi)
-    and c as a float32 pair too, so that the applied average rounds like the float64
-    reference's instead of collecting one float32 rounding of |W| per absorbed vector,
-    which would be large next to the small late-training steps. With x64 the
-    ``average_lo`` leaves are 0-d placeholders and W is plain float64.
+    W is ``average`` in the accumulation dtype (the dtype of ``weight``). Without x64
+    it is carried as an unevaluated float32 pair (``average`` + ``average_lo``,
+    |lo| <= half an ulp of hi) and c as a float32 pair too, so that the applied average
+    rounds like the float64 reference's instead of collecting one float32 rounding of
+    |W| per absorbed vector, which would be large next to the small late-training
+    steps. With x64 there is no low half: ``average_lo`` is None in and out. With
+    ``first`` the old W is not read (pass None: outside a window no W exists).
     """
     c_hi, c_lo = weight
+    acc = c_hi.dtype
+    compensated = acc == jnp.float32
+    n = len(params)
+    his = average if average is not None else [None] * n
+    los = average_lo if average_lo is not None else [None] * n
     new_hi, new_lo = [], []
-    for x, hi, lo in zip(params, average, average_lo, strict=True):
-        xa = x.astype(hi.dtype)
-        compensated = hi.dtype == jnp.float32
+    for x, hi, lo in zip(params, his, los, strict=True):
+        xa = x.astype(acc)
         if first:
             new_hi.append(xa)
-            # lo - lo (lo is always finite) rather than a constant, so that it keeps lo's sharding.
-            new_lo.append(lo - lo)
+            # +0 everywhere, computed from xa rather than a constant so that it keeps x's sharding.
+            new_lo.append(jnp.where(jnp.isfinite(xa), xa - xa, jnp.zeros((), acc)))
         elif not compensated:
-            new_hi.append(hi + c_hi.astype(hi.dtype) * (xa - hi))
-            new_lo.append(lo)
+            new_hi.append(hi + c_hi.astype(acc) * (xa - hi))
         else:
             gap = (xa - hi) - lo  # x - hi is exact when x and W are close (Sterbenz)
             move = c_hi * gap + c_lo * gap
@@ -115,7 +157,7 @@ def absorb(
             hi2, lo2 = _two_sum(s, e + lo)
             new_hi.append(hi2)
             new_lo.append(lo2)
-    return new_hi, new_lo
+    return new_hi, (new_lo if compensated else None)
 
 
 def split_weight(weight: float, dtype: np.dtype) -> tuple[jax.Array, jax.Array]:
@@ -138,11 +180,15 @@ def _round_to_odd(hi: jax.Array, lo: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def apply_average(average: Leaves, average_lo: Leaves, like: Leaves) -> tuple[Leaves, Leaves]:
-    """The new parameters (W rounded to each parameter's dtype) and a separate snapshot copy."""
+def apply_average(average: Leaves, average_lo: Leaves | None, like: Leaves) -> tuple[Leaves, Leaves]:
+    """The new parameters (W rounded to each parameter's dtype) and a separate snapshot copy.
+
+    ``average_lo`` is None with x64 (float64 W, no low half).
+    """
     new_params = []
-    for hi, lo, x in zip(average, average_lo, like, strict=True):
-        if hi.dtype != jnp.float32:  # float64 W (x64): one rounding, as in the reference
+    los = average_lo if average_lo is not None else [None] * len(average)
+    for hi, lo, x in zip(average, los, like, strict=True):
+        if lo is None:  # float64 W (x64): one rounding, as in the reference
             value = hi.astype(x.dtype)
         elif jnp.dtype(x.dtype).itemsize < 4:
             value = _round_to_odd(hi, lo).astype(x.dtype)
@@ -171,17 +217,24 @@ def copy_leaves(leaves: Leaves) -> Leaves:
     return [jnp.copy(x) for x in leaves]
 
 
+def placeholders(leaves: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
+    """0-d host zeros, one per leaf (each leaf's dtype, or ``dtype``): an absent buffer of the state.
+
+    They keep the pytree's structure and dtypes fixed whatever the phase (orbax, ``jax.jit``
+    and a rebuild from saved leaves see the same tree), hold no device memory, and are
+    never passed to a device program. Scalars rather than empty arrays because orbax
+    refuses to save arrays of size zero.
+    """
+    return [np.zeros((), np.dtype(x.dtype) if dtype is None else np.dtype(dtype)) for x in leaves]
+
+
 def zeros_like_leaves(leaves: Sequence[jax.Array], dtype: np.dtype) -> Leaves:
-    """Zeros of each leaf's shape in ``dtype``, placed with each leaf's sharding."""
+    """Zeros of each leaf's shape in ``dtype``, placed with each leaf's sharding (the extras' W)."""
     return [jnp.zeros(x.shape, dtype, device=x.sharding) for x in leaves]
 
 
 def compensation_leaves(leaves: Sequence[jax.Array], dtype: np.dtype) -> Leaves:
-    """The low halves of W: zeros like each leaf in float32, 0-d placeholders under x64.
-
-    The placeholders are scalars rather than empty arrays because orbax refuses to
-    save arrays of size zero.
-    """
+    """The low halves of the extras' W: zeros like each leaf in float32, 0-d placeholders under x64."""
     if np.dtype(dtype) == np.float64:
         return [jnp.zeros((), dtype) for _ in leaves]
     return zeros_like_leaves(leaves, dtype)
