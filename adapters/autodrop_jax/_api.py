@@ -155,7 +155,7 @@ def _reduce(state: AutoDropState, buffers: Buffers, leaves: list[jax.Array]) -> 
     base = _placed(state.step_base, snapshot) if buffers.base else None
     head = _placed(state.step_head, snapshot) if buffers.head != HEAD_IS_SNAPSHOT else None
     acc = accumulation_dtype().name
-    partials, copies = _programs.reduce_epoch(leaves, snapshot, base, head, acc=acc)
+    partials, copies, _ = _programs.reduce_epoch(leaves, snapshot, base, head, acc=acc)  # s(t) is not kept
     return partials, copies
 
 

@@ -57,7 +57,7 @@ def _previous_step(
 @partial(jax.jit, static_argnames="acc")
 def reduce_epoch(
     params: Leaves, snapshot: Leaves, base: Leaves | None, head: Leaves | None, *, acc: str
-) -> tuple[jax.Array, Leaves]:
+) -> tuple[jax.Array, Leaves, Leaves]:
     """Form s(t) and s(t-1) element by element, reduce them, and take the next snapshot, in one program.
 
     Args:
@@ -70,17 +70,24 @@ def reduce_epoch(
         acc: the accumulation dtype's name (float32, or float64 under x64).
 
     Returns:
-        ``(partials, copies)``: ``partials[0, i]`` = <s_i(t), s_i(t-1)> and
+        ``(partials, copies, steps)``: ``partials[0, i]`` = <s_i(t), s_i(t-1)> and
         ``partials[1, i]`` = ||s_i(t)||^2 for leaf i, in the accumulation dtype;
         ``copies`` = fresh buffers holding x(t), the candidate snapshot (the caller's
-        arrays may be donated later, ours must not). s(t) is not written: it is formed
-        again from x̂(t) and x̂(t-1) when it is needed as the previous step.
+        arrays may be donated later, ours must not); ``steps`` = s(t), which the caller
+        drops at once: it is not kept (it is formed again from x̂(t) and x̂(t-1) when it
+        is needed as the previous step). XLA:CPU materializes s(t) anyway, since two
+        reductions read it; as outputs the steps are one buffer per leaf, which the
+        allocator reuses from epoch to epoch, where as a temporary they would be one
+        buffer of all leaves together, mapped and faulted in afresh on every call (25%
+        slower on the ResNet-18 shapes). Reading s(t) from memory, as layout 1 did, also
+        keeps the rounding of the sums bit for bit (a fused (x - x̂)^2 reduction changes
+        the last bit of some float32 partials).
     """
     zero = jnp.zeros((), acc)
     n = len(params)
     bases = base if base is not None else [None] * n
     heads = head if head is not None else [None] * n
-    dots, squares, copies = [], [], []
+    dots, squares, copies, steps = [], [], [], []
     for x, x_hat, b, a in zip(params, snapshot, bases, heads, strict=True):
         step = x.astype(acc) - x_hat.astype(acc)
         prev = _previous_step(x_hat, b, a, step)
@@ -89,8 +96,9 @@ def reduce_epoch(
         dots.append(jnp.sum(step * (zero if prev is None else prev)))
         squares.append(jnp.sum(step * step))
         copies.append(jnp.copy(x))
+        steps.append(step)
     partials = jnp.stack([jnp.stack(dots), jnp.stack(squares)])
-    return partials, copies
+    return partials, copies, steps
 
 
 def sum_partials(partials: jax.Array) -> tuple[float, float]:
