@@ -216,6 +216,7 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
         average = _placed(state.average, snapshot)
         if average[0].dtype == np.float32:  # without x64 W is a float32 (hi, lo) pair
             average_lo = _placed(state.average_lo, snapshot)
+    flat = _programs.single_device(leaves)
     # Normal epoch: B <- S, S <- x(t), A <- absent (A is S).
     out_leaves, new_snapshot, head = leaves, copies, None
     if decision.average_weight is not None:
@@ -228,13 +229,13 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
         weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
         if first:
             average, average_lo = None, None  # W <- x(t): the old W (if any) is not read
-        average, average_lo = _programs.absorb(leaves, average, average_lo, weight, first=first)
+        average, average_lo = _programs.absorb(leaves, average, average_lo, weight, first=first, flat=flat)
     else:
         average, average_lo = None, None
     if decision.apply_average:
         assert average is not None  # an applied average always absorbs this epoch first
         # S <- the written average, A <- x(t) as it was before (s(t) = x(t) - x̂(t-1)), B <- old S; W is freed.
-        out_leaves, new_snapshot = _programs.apply_average(average, average_lo, leaves)
+        out_leaves, new_snapshot = _programs.apply_average(average, average_lo, leaves, flat=flat)
         head = (HEAD_IS_COPY, copies)
         average, average_lo = None, None
     new_state = _assemble(

@@ -12,8 +12,8 @@ of a sharded run is the all-reduce of per-leaf scalars.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -28,12 +28,70 @@ __all__ = [
     "nonfinite_leaves",
     "placeholders",
     "reduce_epoch",
+    "single_device",
     "split_weight",
     "sum_partials",
     "zeros_like_leaves",
 ]
 
 Leaves = list[jax.Array]
+
+#: XLA:CPU compiles these memory-bound programs with its classic loop emitter: the newer
+#: fusion emitters run the elementwise parts of the epoch end 2 to 4 times slower on
+#: convolution-shaped leaves (jaxlib 0.10.2, ResNet-18 shapes; benchmarks/bench_jax_step.py).
+#: Elementwise results are IEEE-exact either way, and the reductions give the same bits
+#: (tests/jax/test_layout.py compares with the run recorded before this option).
+_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+@functools.cache
+def _jit_options() -> dict[str, Any]:
+    """``compiler_options`` for :func:`jax.jit` on the CPU backend, if this jax and jaxlib accept them."""
+    if jax.default_backend() != "cpu":
+        return {}
+    try:
+        jax.jit(lambda v: v + 1, compiler_options=_CPU_OPTIONS).lower(np.float32(0)).compile()
+    except Exception:  # an older jax without compiler_options, or a jaxlib without the flag: only slower
+        return {}
+    return {"compiler_options": dict(_CPU_OPTIONS)}
+
+
+class _Program:
+    """A function jitted on first use (when the backend is known) with :func:`_jit_options`."""
+
+    def __init__(self, fn: Callable[..., Any], static_argnames: tuple[str, ...] = ()) -> None:
+        functools.update_wrapper(self, fn)
+        self._fn = fn
+        self._static = static_argnames
+        self._jitted: Any = None
+
+    def _get(self) -> Any:
+        if self._jitted is None:
+            self._jitted = jax.jit(self._fn, static_argnames=self._static, **_jit_options())
+        return self._jitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get()(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get().lower(*args, **kwargs)
+
+
+def _program(*static_argnames: str) -> Callable[[Callable[..., Any]], _Program]:
+    return lambda fn: _Program(fn, static_argnames)
+
+
+def _flat(x: jax.Array, flat: bool) -> jax.Array:
+    """A 1-d view for elementwise work (free in XLA): loops over a minor dimension of 3 vectorize badly.
+
+    Only for leaves on one device (``flat``): flattening a sharded array would make XLA reshard it.
+    """
+    return x.reshape(-1) if flat else x
+
+
+def single_device(leaves: Sequence[jax.Array]) -> bool:
+    """Whether every leaf lives on one device (then the elementwise programs may flatten it)."""
+    return all(len(x.sharding.device_set) == 1 for x in leaves)
 
 
 def _previous_step(
@@ -54,7 +112,7 @@ def _previous_step(
     return a.astype(acc) - base.astype(acc)
 
 
-@partial(jax.jit, static_argnames="acc")
+@_program("acc")
 def reduce_epoch(
     params: Leaves, snapshot: Leaves, base: Leaves | None, head: Leaves | None, *, acc: str
 ) -> tuple[jax.Array, Leaves, Leaves]:
@@ -124,7 +182,7 @@ def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return s, e
 
 
-@partial(jax.jit, static_argnames="first")
+@_program("first", "flat")
 def absorb(
     params: Leaves,
     average: Leaves | None,
@@ -132,6 +190,7 @@ def absorb(
     weight: tuple[jax.Array, jax.Array],
     *,
     first: bool,
+    flat: bool = False,
 ) -> tuple[Leaves, Leaves | None]:
     """W <- W + c (x(t) - W); with ``first`` (c = 1) simply W <- x(t).
 
@@ -141,7 +200,9 @@ def absorb(
     rounds like the float64 reference's instead of collecting one float32 rounding of
     |W| per absorbed vector, which would be large next to the small late-training
     steps. With x64 there is no low half: ``average_lo`` is None in and out. With
-    ``first`` the old W is not read (pass None: outside a window no W exists).
+    ``first`` the old W is not read (pass None: outside a window no W exists). With
+    ``flat`` (every leaf on one device, see :func:`single_device`) the arithmetic runs on
+    1-d views, bit for bit the same and 3 to 4 times faster on convolution-shaped leaves.
     """
     c_hi, c_lo = weight
     acc = c_hi.dtype
@@ -151,7 +212,9 @@ def absorb(
     los = average_lo if average_lo is not None else [None] * n
     new_hi, new_lo = [], []
     for x, hi, lo in zip(params, his, los, strict=True):
-        xa = x.astype(acc)
+        xa = _flat(x, flat).astype(acc)
+        hi = None if hi is None else _flat(hi, flat)
+        lo = None if lo is None else _flat(lo, flat)
         if first:
             new_hi.append(xa)
             # +0 everywhere, computed from xa rather than a constant so that it keeps x's sharding.
@@ -165,7 +228,10 @@ def absorb(
             hi2, lo2 = _two_sum(s, e + lo)
             new_hi.append(hi2)
             new_lo.append(lo2)
-    return new_hi, (new_lo if compensated else None)
+    new_hi = [w.reshape(x.shape) for w, x in zip(new_hi, params, strict=True)]
+    if not compensated:
+        return new_hi, None
+    return new_hi, [w.reshape(x.shape) for w, x in zip(new_lo, params, strict=True)]
 
 
 def split_weight(weight: float, dtype: np.dtype) -> tuple[jax.Array, jax.Array]:
@@ -187,22 +253,25 @@ def _round_to_odd(hi: jax.Array, lo: jax.Array) -> jax.Array:
     return jnp.where((lo == 0) | odd, hi, toward)
 
 
-@jax.jit
-def apply_average(average: Leaves, average_lo: Leaves | None, like: Leaves) -> tuple[Leaves, Leaves]:
+@_program("flat")
+def apply_average(
+    average: Leaves, average_lo: Leaves | None, like: Leaves, *, flat: bool = False
+) -> tuple[Leaves, Leaves]:
     """The new parameters (W rounded to each parameter's dtype) and a separate snapshot copy.
 
-    ``average_lo`` is None with x64 (float64 W, no low half).
+    ``average_lo`` is None with x64 (float64 W, no low half); ``flat`` as in :func:`absorb`.
     """
     new_params = []
     los = average_lo if average_lo is not None else [None] * len(average)
     for hi, lo, x in zip(average, los, like, strict=True):
+        hi = _flat(hi, flat)
         if lo is None:  # float64 W (x64): one rounding, as in the reference
             value = hi.astype(x.dtype)
         elif jnp.dtype(x.dtype).itemsize < 4:
-            value = _round_to_odd(hi, lo).astype(x.dtype)
+            value = _round_to_odd(hi, _flat(lo, flat)).astype(x.dtype)
         else:
-            value = (hi + lo).astype(x.dtype)
-        new_params.append(value)
+            value = (hi + _flat(lo, flat)).astype(x.dtype)
+        new_params.append(value.reshape(x.shape))
     return new_params, [jnp.copy(p) for p in new_params]
 
 
@@ -219,7 +288,7 @@ def nonfinite_leaves(leaves: Sequence[jax.Array]) -> list[int]:
     return [i for i, ok in enumerate(flags.tolist()) if not ok]
 
 
-@jax.jit
+@_program()
 def copy_leaves(leaves: Leaves) -> Leaves:
     """Fresh buffers with the same values, dtypes and shardings."""
     return [jnp.copy(x) for x in leaves]
