@@ -36,11 +36,13 @@ __all__ = [
 
 Leaves = list[jax.Array]
 
-#: XLA:CPU compiles these memory-bound programs with its classic loop emitter: the newer
-#: fusion emitters run the elementwise parts of the epoch end 2 to 4 times slower on
-#: convolution-shaped leaves (jaxlib 0.10.2, ResNet-18 shapes; benchmarks/bench_jax_step.py).
-#: Elementwise results are IEEE-exact either way, and the reductions give the same bits
-#: (tests/jax/test_layout.py compares with the run recorded before this option).
+#: XLA:CPU compiles the reduction (and the copies) with its classic loop emitter: the newer
+#: fusion emitters run its elementwise part (s(t), materialized for the two sums) about
+#: twice slower on convolution-shaped leaves (jaxlib 0.10.2, ResNet-18 shapes, see
+#: benchmarks/bench_jax_step.py); for the averaging arithmetic on 1-d views they are the
+#: faster ones, so those programs keep the default. Elementwise results are IEEE-exact
+#: either way, and the reductions give the same bits (tests/jax/test_layout.py compares
+#: with the run recorded before this option).
 _CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
@@ -59,15 +61,17 @@ def _jit_options() -> dict[str, Any]:
 class _Program:
     """A function jitted on first use (when the backend is known) with :func:`_jit_options`."""
 
-    def __init__(self, fn: Callable[..., Any], static_argnames: tuple[str, ...] = ()) -> None:
+    def __init__(self, fn: Callable[..., Any], static_argnames: tuple[str, ...], classic: bool) -> None:
         functools.update_wrapper(self, fn)
         self._fn = fn
         self._static = static_argnames
+        self._classic = classic
         self._jitted: Any = None
 
     def _get(self) -> Any:
         if self._jitted is None:
-            self._jitted = jax.jit(self._fn, static_argnames=self._static, **_jit_options())
+            options = _jit_options() if self._classic else {}
+            self._jitted = jax.jit(self._fn, static_argnames=self._static, **options)
         return self._jitted
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -77,8 +81,9 @@ class _Program:
         return self._get().lower(*args, **kwargs)
 
 
-def _program(*static_argnames: str) -> Callable[[Callable[..., Any]], _Program]:
-    return lambda fn: _Program(fn, static_argnames)
+def _program(*static_argnames: str, classic: bool = False) -> Callable[[Callable[..., Any]], _Program]:
+    """jit with ``static_argnames``; ``classic``: with XLA:CPU's classic loop emitter (:data:`_CPU_OPTIONS`)."""
+    return lambda fn: _Program(fn, static_argnames, classic)
 
 
 def _flat(x: jax.Array, flat: bool) -> jax.Array:
@@ -112,7 +117,7 @@ def _previous_step(
     return a.astype(acc) - base.astype(acc)
 
 
-@_program("acc")
+@_program("acc", classic=True)
 def reduce_epoch(
     params: Leaves, snapshot: Leaves, base: Leaves | None, head: Leaves | None, *, acc: str
 ) -> tuple[jax.Array, Leaves, Leaves]:
@@ -288,7 +293,7 @@ def nonfinite_leaves(leaves: Sequence[jax.Array]) -> list[int]:
     return [i for i, ok in enumerate(flags.tolist()) if not ok]
 
 
-@_program()
+@_program(classic=True)
 def copy_leaves(leaves: Leaves) -> Leaves:
     """Fresh buffers with the same values, dtypes and shardings."""
     return [jnp.copy(x) for x in leaves]
