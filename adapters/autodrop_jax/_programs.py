@@ -133,18 +133,20 @@ def reduce_epoch(
         acc: the accumulation dtype's name (float32, or float64 under x64).
 
     Returns:
-        ``(partials, copies, steps)``: ``partials[0, i]`` = <s_i(t), s_i(t-1)> and
+        ``(partials, copies, scratch)``: ``partials[0, i]`` = <s_i(t), s_i(t-1)> and
         ``partials[1, i]`` = ||s_i(t)||^2 for leaf i, in the accumulation dtype;
         ``copies`` = fresh buffers holding x(t), the candidate snapshot (the caller's
-        arrays may be donated later, ours must not); ``steps`` = s(t), which the caller
-        drops at once: it is not kept (it is formed again from x̂(t) and x̂(t-1) when it
-        is needed as the previous step). XLA:CPU materializes s(t) anyway, since two
-        reductions read it; as outputs the steps are one buffer per leaf, which the
-        allocator reuses from epoch to epoch, where as a temporary they would be one
-        buffer of all leaves together, mapped and faulted in afresh on every call (25%
-        slower on the ResNet-18 shapes). Reading s(t) from memory, as layout 1 did, also
-        keeps the rounding of the sums bit for bit (a fused (x - x̂)^2 reduction changes
-        the last bit of some float32 partials).
+        arrays may be donated later, ours must not); ``scratch`` = s(t), and s(t-1) where
+        it is formed from a narrower parameter dtype, which the caller drops at once
+        (nothing here is kept: s(t) is formed again from x̂(t) and x̂(t-1) when it is
+        needed as the previous step). XLA:CPU materializes s(t) anyway, since two
+        reductions read it, and s(t-1) where a conversion keeps it out of the dot's
+        fusion; as outputs they are one buffer per leaf, which the allocator reuses from
+        epoch to epoch, where as temporaries they would be one buffer of all leaves
+        together, mapped and faulted in afresh on every call (25% slower in float32,
+        40% under x64, on the ResNet-18 shapes). Reading s(t) from memory, as layout 1
+        did, also keeps the rounding of the sums bit for bit (a fused (x - x̂)^2
+        reduction changes the last bit of some float32 partials).
     """
     zero = jnp.zeros((), acc)
     n = len(params)
@@ -160,6 +162,8 @@ def reduce_epoch(
         squares.append(jnp.sum(step * step))
         copies.append(jnp.copy(x))
         steps.append(step)
+        if prev is not None and (b is not None and jnp.dtype(b.dtype) != jnp.dtype(acc)):
+            steps.append(prev)
     partials = jnp.stack([jnp.stack(dots), jnp.stack(squares)])
     return partials, copies, steps
 
