@@ -143,13 +143,24 @@ for epoch in range(30):
         saved_at = epoch
 target = {"autodrop": autodrop_jax.init(place(host), 0.1, **SETTINGS), "params": place(host)}
 restored = checkpointer.restore(sys.argv[1], target)
+raw = checkpointer.restore(sys.argv[1])  # no target, then from_checkpoint places the buffers like the init state
 checkpointer.close()
-state, params = restored["autodrop"], restored["params"]
-resumed = []
-for epoch in range(saved_at + 1, 30):
-    params, state, decision = autodrop_jax.update(state, moved(params, epoch))
-    resumed.append(decision.to_dict())
-print(json.dumps({"saved_at": saved_at, "reference": reference[saved_at + 1:], "resumed": resumed}))
+converted = autodrop_jax.from_checkpoint(raw["autodrop"], autodrop_jax.init(place(host), 0.1, **SETTINGS))
+misplaced = [
+    f"{field}[{k}]" for field in ("snapshot", "step_base", "average")
+    for k, leaf in getattr(converted, field).items()
+    if not leaf.sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), leaf.ndim)
+]
+runs = []
+for state in (restored["autodrop"], converted):
+    params = restored["params"]
+    resumed = []
+    for epoch in range(saved_at + 1, 30):
+        params, state, decision = autodrop_jax.update(state, moved(params, epoch))
+        resumed.append(decision.to_dict())
+    runs.append(resumed)
+print(json.dumps({"saved_at": saved_at, "reference": reference[saved_at + 1:], "resumed": runs[0],
+                  "converted": runs[1], "misplaced": misplaced}))
 """
 
 
@@ -161,3 +172,5 @@ def test_x64_sharded_state_restored_by_orbax_resumes_through_an_averaging_epoch(
     assert out["saved_at"] is not None
     assert any(d["apply_average"] for d in out["reference"])
     assert out["resumed"] == out["reference"]
+    assert out["converted"] == out["reference"]  # the same checkpoint through from_checkpoint
+    assert out["misplaced"] == []
