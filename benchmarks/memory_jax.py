@@ -1,22 +1,29 @@
 """Memory benchmark of autodrop_jax: bytes per parameter the AutoDrop state holds, and the epoch end's peak.
 
 :func:`measure_jax` runs an 8M-parameter model (four 2048 x 1024 leaves) through
-``autodrop_jax.update`` in a fresh CPU process and reports, per parameter:
+``autodrop_jax.update`` in a fresh CPU process and reports, per parameter (the keys of
+``benchmarks/bench_memory.py``):
 
 * ``model_bytes_per_param``: the model itself (the parameter dtype's size);
 * ``rest_bytes_per_param``: the state at rest outside an averaging window;
 * ``window_bytes_per_param``: the state at rest inside a window (W held);
 * ``after_apply_bytes_per_param``: the state at rest in the epoch after an applied average;
-* ``peak_epoch_end_bytes_per_param``: the largest transient allocation above the resting
-  process during one ``update`` call (normal, absorbing, applying, and the epoch after).
+* ``peak_outside_bytes_per_param``: the most held at once during one ``update`` outside a
+  window: the state at rest before the call plus the growth of the resident set during it;
+* ``peak_epoch_end_bytes_per_param``: the same for an ``update`` inside a window (absorbing,
+  not applying);
+
+and, per phase (start, normal, absorb_first, absorb, apply, after_apply), ``growth_by_phase``
+(the growth alone: allocations above the resting process) and ``peak_by_phase`` (state
+before + growth).
 
 Bytes at rest are the unique device buffers among the state pytree's ``jax.Array`` leaves
 (``nbytes`` per addressable shard; host placeholders and the small host-side core record
-hold no device memory). The peak is ``VmHWM`` from /proc/self/status after writing ``5`` to
-/proc/self/clear_refs (which resets it to the current RSS), minus the RSS before the call.
-The child process runs with ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB so that glibc maps
+hold no device memory). The growth is ``VmHWM`` from /proc/self/status after writing ``5``
+to /proc/self/clear_refs (which resets it to the current RSS), minus the RSS before the
+call. The child process runs with ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc maps
 every large buffer freshly and unmaps it when freed: otherwise memory freed by an earlier
-call is reused without touching the high-water mark, and the peak reads too low.
+call is reused without touching the high-water mark, and the growth reads too low.
 
 It only uses ``autodrop_jax.init`` / ``update`` / ``core_state``, so the same script measures
 an older version of the adapter put first on ``PYTHONPATH``. Nothing is asserted here.
@@ -41,6 +48,7 @@ KEYS = (
     "rest_bytes_per_param",
     "window_bytes_per_param",
     "after_apply_bytes_per_param",
+    "peak_outside_bytes_per_param",
     "peak_epoch_end_bytes_per_param",
 )
 
@@ -48,7 +56,7 @@ KEYS = (
 def measure_jax(dtype: str, x64: bool = False) -> dict[str, Any]:
     """Bytes per parameter of the JAX adapter for ``dtype`` ("float32" or "bfloat16"), in a fresh process."""
     env = dict(os.environ)
-    env.update({"JAX_PLATFORMS": "cpu", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": "1"})
+    env.update({"JAX_PLATFORMS": "cpu", "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"})
     args = [sys.executable, str(Path(__file__).resolve()), "--child", dtype] + (["--x64"] if x64 else [])
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -98,10 +106,12 @@ def _child(dtype: str, x64: bool) -> dict[str, Any]:
         clear_refs.write_text("5")
         out, new_state, decision = autodrop_jax.update(state, moved)
         jax.block_until_ready((out, jax.tree.leaves(new_state)))
-        peak = (_status_kib("VmHWM") - before) * 1024 / n
-        return out, new_state, decision, peak
+        growth = (_status_kib("VmHWM") - before) * 1024 / n
+        return out, new_state, decision, growth
 
-    rest, window, after, peaks = [], [], [], {}
+    rest, window, after = [], [], []
+    growths: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     for schedule in ("plain", "window"):
         # "plain": no window ever (tiny threshold); "window": constant steps (angle about 0) trigger and drop.
         settings = ({"threshold": 1e-12, "max_threshold": 1e-12} if schedule == "plain"
@@ -110,7 +120,8 @@ def _child(dtype: str, x64: bool) -> dict[str, Any]:
         state = autodrop_jax.init(params, 0.1, drop_delay=3, **settings)
         after_apply = False
         for epoch in range(1, 9):
-            params, state, decision, peak = epoch_end(state, params)
+            held_before = _device_bytes(state) / n
+            params, state, decision, growth = epoch_end(state, params)
             held = _device_bytes(state) / n
             if decision.apply_average:
                 phase = "apply"
@@ -125,20 +136,23 @@ def _child(dtype: str, x64: bool) -> dict[str, Any]:
             if after_apply:
                 phase = "after_apply"
             after_apply = decision.apply_average
-            peaks[phase] = max(peaks.get(phase, 0.0), peak)
+            growths[phase] = max(growths.get(phase, 0.0), growth)
+            peaks[phase] = max(peaks.get(phase, 0.0), held_before + growth)
         del state, params
         gc.collect()
     return {
         "dtype": dtype,
         "x64": x64,
-        "params": n,
+        "params": float(n),
         "layout": "2" if hasattr(autodrop_jax, "from_checkpoint") else "1",
         "adapter": autodrop_jax.__file__,
         "model_bytes_per_param": float(jnp.dtype(dtype).itemsize),
         "rest_bytes_per_param": max(rest),
         "window_bytes_per_param": max(window),
         "after_apply_bytes_per_param": max(after),
-        "peak_epoch_end_bytes_per_param": max(peaks.values()),
+        "peak_outside_bytes_per_param": peaks["normal"],
+        "peak_epoch_end_bytes_per_param": max(peaks["absorb"], peaks["absorb_first"]),
+        "growth_by_phase": {k: round(v, 2) for k, v in sorted(growths.items())},
         "peak_by_phase": {k: round(v, 2) for k, v in sorted(peaks.items())},
     }
 
@@ -158,12 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result))
         return 0
     print(f"autodrop_jax layout {results[0]['layout']} ({results[0]['adapter']}), x64={args.x64}, "
-          f"{results[0]['params']:,} parameters; bytes per parameter")
-    print(f"{'dtype':>9} " + " ".join(f"{k.removesuffix('_bytes_per_param'):>16}" for k in KEYS))
+          f"{int(results[0]['params']):,} parameters; bytes per parameter")
+    print(f"{'dtype':>9} " + " ".join(f"{k.removesuffix('_bytes_per_param'):>14}" for k in KEYS))
     for r in results:
-        print(f"{r['dtype']:>9} " + " ".join(f"{r[k]:>16.2f}" for k in KEYS))
+        print(f"{r['dtype']:>9} " + " ".join(f"{r[k]:>14.2f}" for k in KEYS))
     for r in results:
-        print(f"{r['dtype']:>9} peak by phase: {r['peak_by_phase']}")
+        print(f"{r['dtype']:>9} peak by phase (state before + growth): {r['peak_by_phase']}")
+        print(f"{r['dtype']:>9} growth by phase (above the resting process): {r['growth_by_phase']}")
     return 0
 
 
