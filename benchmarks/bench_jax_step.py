@@ -1,20 +1,28 @@
-"""Benchmark of autodrop_jax's epoch-end call on a ResNet-18-shaped pytree, and its float32 precision.
+"""Benchmark of autodrop_jax's epoch-end call on a ResNet-18-shaped pytree, against the machine's bandwidth.
 
-What it measures, in one run:
+What it measures, in one run per thread count (1 and 2; each in its own process, pinned
+to that many cores with ``sched_setaffinity`` before jax is imported, which is what sizes
+XLA:CPU's intra-op thread pool and the partitioning of its loops):
 
-* ``update_ms``: milliseconds per ``autodrop_jax.update`` call (reduction program, the
-  one host transfer, the core's decision; thresholds are set so that no averaging
-  happens, which is the common epoch), median over ``--repeats`` calls.
-* ``bound_ms``: a plain jitted program moving the same bytes (read three parameter-sized
-  trees, write two: ``a - b + c`` and a copy of ``a``), median over as many calls. It
-  stands in for the memory-bandwidth bound of this device.
-* ``ratio`` = update_ms / bound_ms (goal: at most 1.5).
-* ``angle_error_deg``: without x64 only, the largest |angle(float32 adapter) -
-  angle(float64 numpy reference)| over steps whose angles span 90 to about 2.5 degrees.
+* ``outside_ms``: milliseconds per ``autodrop_jax.update`` call on a state outside an
+  averaging window (reduction program, the one host transfer, the core's decision);
+* ``inside_ms``: the same on a state inside a window, whose epoch end also absorbs
+  x(t) into the running average W (the absorbing program);
+* ``bound_ms``: the time the bytes such an epoch end must move take at the machine's
+  bandwidth, from the shared numba probe ``benchmarks/bandwidth.py`` on the same number
+  of threads: outside a window 16 B per float32 parameter (read x(t), x̂(t-1), x̂(t-2);
+  write the new snapshot), inside one 32 B (also read W and write W', 8 B each);
+* ``ratio`` = update time / bound (goal: at most 1.3).
 
-Usage: ``python benchmarks/bench_jax_step.py [--x64] [--repeats N] [--json]``. It prints the
-exact numbers; nothing is asserted here (speed goals live in benchmarks, not tests).
-This script must not download anything.
+The update is functional, so the same state is updated again and again with the same
+next parameters; the calls outside and inside a window alternate, and each is the
+median of ``--repeats`` calls. Without x64 the 1-thread process also reports
+``angle_error_deg``: the largest |angle(float32 adapter) - angle(float64 numpy reference)|
+over steps whose angles span 90 to about 2.5 degrees.
+
+Usage: ``python benchmarks/bench_jax_step.py [--x64] [--threads 1 2] [--repeats N] [--json]``.
+It prints the exact numbers; nothing is asserted here (speed goals live in benchmarks,
+not tests). This script must not download anything.
 """
 
 from __future__ import annotations
@@ -22,10 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+HERE = Path(__file__).resolve().parent
+#: Bytes per float32 parameter an epoch end must move (see the module docstring).
+OUTSIDE_BYTES, INSIDE_BYTES = 16, 32
 
 
 def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
@@ -84,88 +99,129 @@ def float32_angle_errors(seed: int = 0) -> list[tuple[float, float]]:
     return errors
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def benchmark(repeats: int) -> dict[str, Any]:
-    """Time update() against the same-bytes bound in the current x64 mode."""
+def benchmark(threads: int, repeats: int) -> dict[str, Any]:
+    """Time update() outside and inside a window, interleaved, against the probe's bound, in this process."""
     import autodrop_jax
     import jax
     import jax.numpy as jnp
     import numpy as np
 
+    sys.path.insert(0, str(HERE))
+    from bandwidth import bound_ms, describe
+
     rng = np.random.default_rng(1)
     shapes = resnet18_shapes()
-    base = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
-    moved = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
-    third = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
-    # A tiny threshold keeps every epoch a plain, non-averaging one.
-    state = autodrop_jax.init(base, 0.1, threshold=1e-12, max_threshold=1e-12)
-    trees = [base, moved, third]  # cycling through three keeps angles (and so delta) varied
-    holder = {"state": state, "epoch": 0}
+    n_params = sum(int(np.prod(s)) for s in shapes)
+    direction = [jnp.asarray(rng.standard_normal(s) * 1e-3, jnp.float32) for s in shapes]
+    move = jax.jit(lambda p, d: [x + u for x, u in zip(p, d, strict=True)])
 
-    def one_update() -> None:
-        holder["epoch"] += 1
-        _, holder["state"], decision = autodrop_jax.update(holder["state"], trees[holder["epoch"] % 3])
-        assert decision.average_weight is None
+    def run_until(settings: dict[str, float], want_window: bool) -> tuple[Any, list[Any]]:
+        # Inside: constant steps (the angle is 0, so with threshold 45 the rule triggers); outside:
+        # a fresh random direction each epoch and a tiny threshold, so that no window ever opens.
+        params = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+        state = autodrop_jax.init(params, 0.1, drop_delay=1000, **settings)
 
-    acc = holder["state"].prev_step[0].dtype
+        def step() -> list[Any]:
+            if want_window:
+                return move(params, direction)
+            return move(params, [jnp.asarray(rng.standard_normal(s) * 1e-3, jnp.float32) for s in shapes])
 
-    @jax.jit
-    def same_bytes(a: list[jax.Array], b: list[jax.Array], c: list[jax.Array]) -> tuple[list, list]:
-        return [x - y + z.astype(x.dtype) for x, y, z in zip(a, b, c, strict=True)], [jnp.copy(x) for x in a]
+        for _ in range(12):
+            params, state, _ = autodrop_jax.update(state, step())
+            if state.epoch >= 3 and (state.core_state.pending >= 2) == want_window:
+                break
+        assert (state.core_state.pending >= 2) == want_window
+        return state, step()
 
-    prev = [jnp.zeros(s, acc) for s in shapes]
+    outside, outside_next = run_until({"threshold": 1e-12, "max_threshold": 1e-12}, False)
+    inside, inside_next = run_until({"threshold": 45.0, "max_threshold": 90.0}, True)
 
-    def bound() -> None:
-        out = same_bytes(moved, base, prev)
-        jax.block_until_ready(out)
+    def once(state: Any, nxt: list[Any], window: bool) -> float:
+        start = time.perf_counter()
+        out, new_state, decision = autodrop_jax.update(state, nxt)
+        jax.block_until_ready((out, jax.tree.leaves(new_state.snapshot), jax.tree.leaves(new_state.average)))
+        elapsed = time.perf_counter() - start
+        assert (decision.average_weight is not None and not decision.apply_average) == window
+        return elapsed
 
     for _ in range(3):  # compile and warm up both
-        one_update()
-        bound()
-    update_ms = _median_ms(one_update, repeats)
-    bound_ms = _median_ms(bound, repeats)
-    update_ms_2 = _median_ms(one_update, repeats)  # interleave to expose drift on a shared machine
-    n_params = sum(int(np.prod(s)) for s in shapes)
+        once(outside, outside_next, False)
+        once(inside, inside_next, True)
+    times: dict[str, list[float]] = {"outside": [], "inside": []}
+    for _ in range(repeats):
+        times["outside"].append(once(outside, outside_next, False))
+        times["inside"].append(once(inside, inside_next, True))
+    outside_ms = 1e3 * statistics.median(times["outside"])
+    inside_ms = 1e3 * statistics.median(times["inside"])
+    bound_out = bound_ms(OUTSIDE_BYTES * n_params, threads)
+    bound_in = bound_ms(INSIDE_BYTES * n_params, threads)
     return {
+        "threads": threads,
+        "cores": sorted(os.sched_getaffinity(0)),
         "device": str(jax.devices()[0]),
         "x64": bool(jax.config.jax_enable_x64),
         "arrays": len(shapes),
         "params": n_params,
-        "update_ms": round(min(update_ms, update_ms_2), 3),
-        "update_ms_runs": [round(update_ms, 3), round(update_ms_2, 3)],
-        "bound_ms": round(bound_ms, 3),
-        "ratio": round(min(update_ms, update_ms_2) / bound_ms, 3),
-        "bound_bytes": n_params * (4 + 4 + np.dtype(acc).itemsize + np.dtype(acc).itemsize + 4),
+        "probe": describe(threads),
+        "outside_ms": round(outside_ms, 3),
+        "outside_bound_ms": round(bound_out, 3),
+        "outside_ratio": round(outside_ms / bound_out, 3),
+        "inside_ms": round(inside_ms, 3),
+        "inside_bound_ms": round(bound_in, 3),
+        "inside_ratio": round(inside_ms / bound_in, 3),
+        "outside_ms_quartiles": [round(1e3 * q, 3) for q in statistics.quantiles(times["outside"], n=4)],
+        "inside_ms_quartiles": [round(1e3 * q, 3) for q in statistics.quantiles(times["inside"], n=4)],
     }
+
+
+def _child(threads: int, x64: bool, repeats: int) -> dict[str, Any]:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < threads:
+        raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
+    os.sched_setaffinity(0, set(cores[:threads]))  # before jax (XLA sizes its thread pool from it) and numba
+    import jax
+
+    jax.config.update("jax_enable_x64", x64)
+    result = benchmark(threads, repeats)
+    if not x64 and threads == 1:
+        errors = float32_angle_errors()
+        result["angle_errors_deg"] = [[round(a, 4), e] for a, e in errors]
+        result["angle_error_deg"] = max(e for _, e in errors)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--x64", action="store_true", help="run with jax_enable_x64 (float64 accumulation)")
-    parser.add_argument("--repeats", type=int, default=20, help="calls timed per measurement (median)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts, one process each")
+    parser.add_argument("--repeats", type=int, default=21, help="calls timed per measurement (median)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per thread count only")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import jax
-
-    jax.config.update("jax_enable_x64", args.x64)
-    result = benchmark(args.repeats)
-    if not args.x64:
-        errors = float32_angle_errors()
-        result["angle_errors_deg"] = [[round(a, 4), e] for a, e in errors]
-        result["angle_error_deg"] = max(e for _, e in errors)
+    if args.child:
+        print(json.dumps(_child(args.child, args.x64, args.repeats)))
+        return 0
+    results = []
+    for threads in args.threads:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(threads), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd + (["--x64"] if args.x64 else []), capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            print(out.stdout, out.stderr, file=sys.stderr)
+            return out.returncode
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>18}: {value}")
+        for result in results:
+            print(json.dumps(result))
+        return 0
+    for r in results:
+        print(r["probe"])
+        print(f"  {r['threads']} thread(s), x64={r['x64']}, {r['params']:,} params in {r['arrays']} arrays, "
+              f"{r['device']}")
+        for where in ("outside", "inside"):
+            print(f"  {where:>7} a window: update {r[where + '_ms']:8.2f} ms (quartiles {r[where + '_ms_quartiles']}), "
+                  f"bound {r[where + '_bound_ms']:7.2f} ms, ratio {r[where + '_ratio']:.2f}")
+        if "angle_error_deg" in r:
+            print(f"  float32 angle error vs the float64 reference: at most {r['angle_error_deg']:.3g} deg")
     return 0
 
 

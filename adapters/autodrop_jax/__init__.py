@@ -5,7 +5,7 @@ training, :func:`update` after each epoch, and write the returned ``decision.lrs
 into an ``optax.inject_hyperparams`` optimizer state with :func:`set_learning_rates`
 (or do both for a flax ``TrainState`` with :func:`update_train_state`). Reductions
 run on the device in one jitted program; the decision is the core's, on the host.
-The state is a pytree of arrays that orbax saves and restores exactly.
+The state is a pytree of arrays that orbax saves exactly; :func:`from_checkpoint` reads it back.
 
 >>> import jax.numpy as jnp, autodrop_jax
 >>> state = autodrop_jax.init({"w": jnp.zeros(3)}, lrs=0.1, drop_delay=2)
@@ -17,7 +17,7 @@ The state is a pytree of arrays that orbax saves and restores exactly.
 from autodrop_core._extras import missing_framework
 
 try:
-    from autodrop_jax._api import accumulation_dtype, init, step_reductions, update
+    from autodrop_jax._api import accumulation_dtype, from_checkpoint, init, step_reductions, update
     from autodrop_jax._extras import ExtrasAverage, init_extras, update_extras
     from autodrop_jax._log import log_scalars
     from autodrop_jax._optax import check_learning_rates, learning_rates, set_learning_rates, update_train_state
@@ -33,6 +33,7 @@ __all__ = [
     "ExtrasAverage",
     "accumulation_dtype",
     "check_learning_rates",
+    "from_checkpoint",
     "init",
     "init_extras",
     "learning_rates",

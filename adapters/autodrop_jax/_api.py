@@ -12,18 +12,28 @@ rule of the core.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autodrop_core import AutoDropConfig, Decision, InvalidReductionError, advance, initial_state
+from autodrop_core import AutoDropConfig, Decision, InvalidReductionError, StateError, advance, initial_state
 from autodrop_jax import _programs
-from autodrop_jax._state import AutoDropState, decode_core, encode_core
+from autodrop_jax._state import (
+    HEAD_IS_COPY,
+    HEAD_IS_SNAPSHOT,
+    HEAD_IS_STEP,
+    AutoDropState,
+    Buffers,
+    decode_buffers,
+    decode_core,
+    encode_buffers,
+    encode_core,
+)
 
-__all__ = ["accumulation_dtype", "init", "step_reductions", "update"]
+__all__ = ["accumulation_dtype", "from_checkpoint", "init", "step_reductions", "update"]
 
 
 def accumulation_dtype() -> np.dtype:
@@ -75,14 +85,35 @@ def init(params: Any, lrs: Sequence[float] | float, **config: Any) -> AutoDropSt
         lr_tuple = tuple(lrs)
     cfg = AutoDropConfig(lrs=lr_tuple, **config)
     leaves, treedef, _ = _float_leaves(params, "params")
+    return _assemble(
+        treedef, cfg, encode_core(initial_state(cfg), cfg), _programs.copy_leaves(leaves), None, None, None, None
+    )
+
+
+def _assemble(
+    treedef: Any,
+    config: AutoDropConfig,
+    core: Any,
+    snapshot: list[Any],
+    base: list[Any] | None,
+    head: tuple[int, list[Any]] | None,
+    average: list[Any] | None,
+    average_lo: list[Any] | None,
+) -> AutoDropState:
+    """A state from its real buffers (None: absent, stored as 0-d placeholders)."""
     acc = accumulation_dtype()
+    tree = lambda leaves: jax.tree.unflatten(treedef, leaves)  # noqa: E731
+    buffers = Buffers(base=base is not None, head=HEAD_IS_SNAPSHOT if head is None else head[0],
+                      average=average is not None)
     return AutoDropState(
-        snapshot=jax.tree.unflatten(treedef, _programs.copy_leaves(leaves)),
-        prev_step=jax.tree.unflatten(treedef, _programs.zeros_like_leaves(leaves, acc)),
-        average=jax.tree.unflatten(treedef, _programs.zeros_like_leaves(leaves, acc)),
-        average_lo=jax.tree.unflatten(treedef, _programs.compensation_leaves(leaves, acc)),
-        core=encode_core(initial_state(cfg), cfg),
-        config=cfg,
+        snapshot=tree(snapshot),
+        step_base=tree(base if base is not None else _programs.placeholders(snapshot)),
+        step_head=tree(head[1] if head is not None else _programs.placeholders(snapshot)),
+        average=tree(average if average is not None else _programs.placeholders(snapshot, acc)),
+        average_lo=tree(average_lo if average_lo is not None else _programs.placeholders(snapshot, acc)),
+        layout=encode_buffers(buffers),
+        core=core,
+        config=config,
     )
 
 
@@ -98,7 +129,7 @@ def _matching_leaves(state: AutoDropState, params: Any) -> tuple[list[jax.Array]
                 "as when the AutoDrop state was built"
             )
     acc = accumulation_dtype()
-    step_dtype = jax.tree.leaves(state.prev_step)[0].dtype
+    step_dtype = np.dtype(jax.tree.leaves(state.average)[0].dtype)
     if step_dtype != acc:
         raise ValueError(
             f"the AutoDrop state accumulates in {step_dtype} but jax_enable_x64 is now "
@@ -114,8 +145,30 @@ def step_reductions(state: AutoDropState, params: Any) -> tuple[float, float]:
         ``(dot, sq_norm)`` = (<s(t), s(t-1)>, ||s(t)||^2), combined on the host in float64.
     """
     leaves, _, _ = _matching_leaves(state, params)
-    partials, _, _ = _programs.reduce_epoch(leaves, jax.tree.leaves(state.snapshot), jax.tree.leaves(state.prev_step))
+    partials, _ = _reduce(state, decode_buffers(state.layout), leaves)
     return _programs.sum_partials(partials)
+
+
+def _reduce(state: AutoDropState, buffers: Buffers, leaves: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
+    """The epoch's reduction program over the state's real buffers (placeholders never go in)."""
+    snapshot = jax.tree.leaves(state.snapshot)
+    base = _placed(state.step_base, snapshot) if buffers.base else None
+    head = _placed(state.step_head, snapshot) if buffers.head != HEAD_IS_SNAPSHOT else None
+    acc = accumulation_dtype().name
+    partials, copies, _ = _programs.reduce_epoch(leaves, snapshot, base, head, acc=acc)  # s(t) is not kept
+    return partials, copies
+
+
+def _placed(tree: Any, snapshot: list[jax.Array]) -> list[jax.Array]:
+    """The leaves of a real buffer on the device, with the snapshot's shardings.
+
+    orbax restores a buffer that the restore target (a fresh :func:`init` state) holds as a
+    0-d host placeholder as a host array of the saved shape; it goes to the device here, once.
+    """
+    return [
+        leaf if isinstance(leaf, jax.Array) else jax.device_put(leaf, like.sharding)
+        for leaf, like in zip(jax.tree.leaves(tree), snapshot, strict=True)
+    ]
 
 
 def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decision]:
@@ -143,9 +196,8 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
     leaves, treedef, names = _matching_leaves(state, params)
     config = state.config
     core = decode_core(state.core, config)
-    partials, steps, copies = _programs.reduce_epoch(
-        leaves, jax.tree.leaves(state.snapshot), jax.tree.leaves(state.prev_step)
-    )
+    buffers = decode_buffers(state.layout)
+    partials, copies = _reduce(state, buffers, leaves)
     dot, sq_norm = _programs.sum_partials(partials)
     try:
         decision, new_core = advance(config, core, dot, sq_norm)
@@ -157,25 +209,148 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
             err.epoch, err.field, err.value, "finite parameters", f"params{names[bad[0]]} holds NaN or infinity"
         ) from err
 
-    average, average_lo = jax.tree.leaves(state.average), jax.tree.leaves(state.average_lo)
-    if average and average[0].dtype == np.float64:
-        # x64: the low halves are unused 0-d placeholders. Fresh, uncommitted ones go into the
-        # programs, never the state's: a restore (orbax) commits those to one device, which a
-        # jitted program over sharded parameters refuses.
-        average_lo = _programs.compensation_leaves(leaves, np.dtype(np.float64))
-    out_leaves, snapshot = leaves, copies
+    snapshot = jax.tree.leaves(state.snapshot)
+    average: list[jax.Array] | None = None
+    average_lo: list[jax.Array] | None = None
+    if buffers.average:
+        average = _placed(state.average, snapshot)
+        if average[0].dtype == np.float32:  # without x64 W is a float32 (hi, lo) pair
+            average_lo = _placed(state.average_lo, snapshot)
+    flat = _programs.single_device(leaves)
+    # Normal epoch: B <- S, S <- x(t), A <- absent (A is S).
+    out_leaves, new_snapshot, head = leaves, copies, None
     if decision.average_weight is not None:
-        weight = _programs.split_weight(decision.average_weight, average[0].dtype)
         first = decision.average_weight == 1.0
-        average, average_lo = _programs.absorb(leaves, average, average_lo, weight, first=first)
+        if not first and average is None:
+            raise StateError(
+                f"epoch {decision.epoch} continues an averaging window, but the state holds no running average "
+                "(its buffer layout says W is absent): the state was not produced by autodrop_jax"
+            )
+        weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
+        if first:
+            average, average_lo = None, None  # W <- x(t): the old W (if any) is not read
+        average, average_lo = _programs.absorb(leaves, average, average_lo, weight, first=first, flat=flat)
+    else:
+        average, average_lo = None, None
     if decision.apply_average:
-        out_leaves, snapshot = _programs.apply_average(average, average_lo, leaves)
-    new_state = AutoDropState(
-        snapshot=jax.tree.unflatten(treedef, snapshot),
-        prev_step=jax.tree.unflatten(treedef, steps),
-        average=jax.tree.unflatten(treedef, average),
-        average_lo=jax.tree.unflatten(treedef, average_lo),
-        core=encode_core(new_core, config),
-        config=config,
+        assert average is not None  # an applied average always absorbs this epoch first
+        # S <- the written average, A <- x(t) as it was before (s(t) = x(t) - x̂(t-1)), B <- old S; W is freed.
+        out_leaves, new_snapshot = _programs.apply_average(average, average_lo, leaves, flat=flat)
+        head = (HEAD_IS_COPY, copies)
+        average, average_lo = None, None
+    new_state = _assemble(
+        treedef, config, encode_core(new_core, config), new_snapshot, snapshot, head, average, average_lo
     )
     return jax.tree.unflatten(treedef, out_leaves), new_state, decision
+
+
+def _lookup(saved: Any, path: tuple[Any, ...], where: str) -> Any:
+    """The leaf at a key path of ``like`` inside a nested mapping/sequence restored without a target."""
+    node = saved
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            name: Any = key.key
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            name = key.idx
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            name = key.name
+        else:  # FlattenedIndexKey and custom keys
+            name = getattr(key, "key", key)
+        if isinstance(node, Mapping):
+            found = [k for k in (name, str(name)) if k in node]
+            if not found:
+                raise StateError(f"the saved {where} has no entry {name!r} (at {jax.tree_util.keystr(path)})")
+            node = node[found[0]]
+        elif isinstance(node, Sequence) and isinstance(name, int) and name < len(node):
+            node = node[name]
+        elif hasattr(node, str(name)):
+            node = getattr(node, str(name))
+        else:
+            raise StateError(f"the saved {where} has no entry {name!r} (at {jax.tree_util.keystr(path)})")
+    return node
+
+
+def _saved_leaves(saved: Any, like_paths: list[tuple[Any, ...]], like_def: Any, where: str) -> list[Any]:
+    if isinstance(saved, Mapping) or not jax.tree_util.all_leaves([saved]):
+        if jax.tree.structure(saved) == like_def:
+            return list(jax.tree.leaves(saved))
+        return [_lookup(saved, path, where) for path in like_paths]
+    raise StateError(f"the saved {where} is a single array, expected a tree like the parameters")
+
+
+def from_checkpoint(saved: Any, like: AutoDropState) -> AutoDropState:
+    """An :class:`AutoDropState` from a checkpoint, in this version's layout, placed like ``like``.
+
+    Restore the AutoDrop part of an orbax checkpoint *without* a target (the state's
+    buffers change shape with its phase, so a fresh ``init`` is no restore target), then
+    pass it here with a fresh ``init`` state of the same configuration and parameters::
+
+        raw = checkpointer.restore(path)            # plain dicts of arrays
+        state = autodrop_jax.from_checkpoint(raw["autodrop"], autodrop_jax.init(params, lrs, **settings))
+
+    Args:
+        saved: the restored fields of the state: a mapping (``snapshot``, ``step_base``,
+            ``step_head``, ``average``, ``average_lo``, ``layout``, ``core``) or an
+            :class:`AutoDropState`. A checkpoint of layout 1 (autodrop before the layout
+            change: ``snapshot``, ``prev_step``, ``average``, ``average_lo``, ``core``) is
+            read too: its explicit s(t-1) is kept for one epoch and the run continues
+            bit for bit as it would have with the old version.
+        like: a state built by :func:`init` with the same configuration, parameter tree,
+            dtypes and shardings; each real buffer is placed with the sharding of
+            ``like``'s snapshot leaf.
+
+    Raises:
+        autodrop_core.StateError: a field is missing, has the wrong shape or dtype, or the
+            saved state was written with another configuration.
+    """
+    fields = dict(saved) if isinstance(saved, Mapping) else {
+        name: getattr(saved, name) for name in ("snapshot", "step_base", "step_head", "average", "average_lo",
+                                                "layout", "core") if hasattr(saved, name)
+    }
+    if not isinstance(saved, (Mapping, AutoDropState)):
+        raise StateError(f"from_checkpoint needs a mapping of the state's fields or an AutoDropState, got {saved!r}")
+    old = "prev_step" in fields
+    needed = ("snapshot", "prev_step", "average", "average_lo", "core") if old else (
+        "snapshot", "step_base", "step_head", "average", "average_lo", "layout", "core")
+    missing = [name for name in needed if name not in fields]
+    if missing:
+        raise StateError(f"the saved AutoDrop state lacks {missing} (it has {sorted(fields)})")
+    config = like.config
+    core_state = decode_core(fields["core"], config)  # refuses another configuration
+    pairs, like_def = jax.tree_util.tree_flatten_with_path(like.snapshot)
+    paths = [path for path, _ in pairs]
+    like_leaves = [leaf for _, leaf in pairs]
+    acc = accumulation_dtype()
+
+    def real(name: str, dtype: Any = None) -> list[jax.Array]:
+        out = []
+        for path, want, got in zip(paths, like_leaves, _saved_leaves(fields[name], paths, like_def, name), strict=True):
+            dt = np.dtype(want.dtype if dtype is None else dtype)
+            if tuple(np.shape(got)) != tuple(want.shape) or np.dtype(got.dtype) != dt:
+                raise StateError(
+                    f"the saved {name}{jax.tree_util.keystr(path)} is {np.dtype(got.dtype)}{list(np.shape(got))}, "
+                    f"expected {dt}{list(want.shape)}"
+                )
+            out.append(jax.device_put(got, want.sharding))
+        return out
+
+    if old:
+        buffers = Buffers(base=False, head=HEAD_IS_STEP, average=core_state.pending > 0)
+    else:
+        buffers = decode_buffers(fields["layout"])
+        if buffers.average != (core_state.pending > 0):
+            raise StateError(
+                f"the saved buffer layout says W is {'present' if buffers.average else 'absent'}, but the core "
+                f"state has pending={core_state.pending}: the fields come from different states"
+            )
+    snapshot = real("snapshot")
+    base = real("step_base") if buffers.base else None
+    head: tuple[int, list[jax.Array]] | None = None
+    if buffers.head == HEAD_IS_COPY:
+        head = (HEAD_IS_COPY, real("step_head"))
+    elif buffers.head == HEAD_IS_STEP:
+        head = (HEAD_IS_STEP, real("prev_step" if old else "step_head", acc))
+    average = real("average", acc) if buffers.average else None
+    average_lo = real("average_lo", acc) if buffers.average and acc == np.float32 else None
+    core = np.asarray(jax.device_get(fields["core"]), dtype=np.uint32)
+    return _assemble(like_def, config, core, snapshot, base, head, average, average_lo)

@@ -17,6 +17,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import numpy as np
 
 from autodrop_core import Decision
 from autodrop_jax import _programs
@@ -78,10 +79,16 @@ def update_extras(average: ExtrasAverage, extras: Any, decision: Decision) -> tu
         if x.shape != w.shape:
             raise ValueError(f"extras{name} has shape {list(x.shape)}, expected {list(w.shape)} as at init_extras")
     out = leaves
+    flat = _programs.single_device(leaves)
+    compensated = avg[0].dtype == np.float32  # without x64: a float32 (hi, lo) pair; with x64, lo is unused
     if decision.average_weight is not None:
         weight = _programs.split_weight(decision.average_weight, avg[0].dtype)
-        avg, avg_lo = _programs.absorb(leaves, avg, avg_lo, weight, first=decision.average_weight == 1.0)
+        first = decision.average_weight == 1.0
+        hi_in, lo_in = (None, None) if first else (avg, avg_lo if compensated else None)
+        avg, new_lo = _programs.absorb(leaves, hi_in, lo_in, weight, first=first, flat=flat)
+        if new_lo is not None:
+            avg_lo = new_lo
     if decision.apply_average:
-        out, _ = _programs.apply_average(avg, avg_lo, leaves)
+        out, _ = _programs.apply_average(avg, avg_lo if compensated else None, leaves, flat=flat)
     new = ExtrasAverage(average=jax.tree.unflatten(treedef, avg), average_lo=jax.tree.unflatten(treedef, avg_lo))
     return jax.tree.unflatten(treedef, out), new

@@ -1,7 +1,8 @@
 """The adapter's state: a pytree that threads through a JAX training loop and checkpoints.
 
-:class:`AutoDropState` holds the device buffers (snapshot x̂, previous step s, running
-average W) and the core state machine's memory. The core state is stored as a small
+:class:`AutoDropState` holds the device buffers (snapshot x̂(t-1), the step's base
+x̂(t-2) and, for one epoch after an applied average, its head x(t-1); the running average
+W only while a drop is pending) and the core state machine's memory. The core state is stored as a small
 ``uint32`` array carrying the exact bits of its float64 fields, so it survives
 ``jax.jit`` without ``jax_enable_x64`` and saves and restores bit for bit with orbax;
 the configuration is static pytree metadata. This module holds no rule of AutoDrop and
@@ -21,7 +22,54 @@ from autodrop_core import AutoDropConfig, StateError
 from autodrop_core import AutoDropState as CoreState
 from autodrop_core._calibrated import MAX_HISTORY
 
-__all__ = ["AutoDropState", "decode_core", "encode_core"]
+__all__ = ["AutoDropState", "Buffers", "decode_buffers", "decode_core", "encode_buffers", "encode_core"]
+
+#: Version of the buffer layout, the first entry of :attr:`AutoDropState.layout`. Layout 1
+#: (before issue 15) had no ``layout`` leaf and stored s(t-1) explicitly as ``prev_step`` in
+#: the accumulation dtype, with W always allocated; such checkpoints are read by
+#: :func:`autodrop_jax.from_checkpoint`. Layout 2 stores x̂(t-2) instead of s(t-1).
+BUFFERS_LAYOUT_VERSION = 2
+#: ``step_head`` kinds: absent (A is the snapshot), x(t-1) after an applied average, or an
+#: explicit s(t-1) in the accumulation dtype (only in a state read from a layout-1 checkpoint).
+HEAD_IS_SNAPSHOT, HEAD_IS_COPY, HEAD_IS_STEP = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Buffers:
+    """Which of the state's optional buffers are real arrays (the others are 0-d placeholders)."""
+
+    base: bool
+    head: int
+    average: bool
+
+
+def encode_buffers(buffers: Buffers) -> np.ndarray:
+    """The ``layout`` leaf: uint32 [version, base present, head kind, average present]."""
+    values = [BUFFERS_LAYOUT_VERSION, int(buffers.base), buffers.head, int(buffers.average)]
+    return np.asarray(values, dtype=np.uint32)
+
+
+def decode_buffers(blob: Any) -> Buffers:
+    """Inverse of :func:`encode_buffers`.
+
+    Raises:
+        StateError: the leaf has the wrong shape, an unknown version or invalid flags.
+    """
+    host = jax.device_get(blob) if isinstance(blob, jax.Array) else blob
+    values = np.asarray(host).tolist()
+    if np.shape(host) != (4,) or values[0] != BUFFERS_LAYOUT_VERSION:
+        raise StateError(
+            f"the state's buffer layout {values!r} is not readable: expected [{BUFFERS_LAYOUT_VERSION}, base, head, "
+            "average]; a state saved before this layout is read with autodrop_jax.from_checkpoint"
+        )
+    _, base, head, average = values
+    if base not in (0, 1) or average not in (0, 1) or head not in (HEAD_IS_SNAPSHOT, HEAD_IS_COPY, HEAD_IS_STEP):
+        raise StateError(f"the state's buffer layout {values!r} holds invalid flags")
+    if head == HEAD_IS_COPY and not base:
+        raise StateError(f"the state's buffer layout {values!r} has a step head without a base")
+    if head == HEAD_IS_STEP and base:
+        raise StateError(f"the state's buffer layout {values!r} has an explicit step and a base")
+    return Buffers(base=bool(base), head=int(head), average=bool(average))
 
 #: Layout version of the encoded core state (bumped when the layout below changes).
 #: Layout 1 is the paper trigger's (unchanged, so its checkpoints keep their shape);
@@ -153,26 +201,48 @@ class AutoDropState:
     orbax restore target must be built with the same configuration (a mismatch is
     detected and refused when the state is next used).
 
+    The previous step s(t-1) is not stored: it is formed on the fly, element by element,
+    as acc(A) - acc(B) in the accumulation dtype (float64 with ``jax_enable_x64``, else
+    float32), which rounds exactly as the stored step of layout 1 did. Absent buffers are
+    0-d host placeholders of the same dtype (no device memory), so that the tree's
+    structure and dtypes are the same in every phase; ``layout`` says which are real.
+    At rest a float32 parameter costs 8 bytes outside an averaging window (S and B),
+    16 inside one (plus W), and 12 in the one epoch after an applied average (plus A).
+
     Attributes:
-        snapshot: x̂(t-1), the parameters at the start of the current epoch (own buffers,
-            parameter dtype, parameter sharding).
-        prev_step: s(t-1) in the accumulation dtype (float64 with ``jax_enable_x64``,
-            else float32); zeros before the first epoch.
-        average: the running average W in the accumulation dtype. Always allocated so
-            that the pytree keeps one shape; meaningful only while a drop is pending.
-        average_lo: without x64, the low float32 halves of W (W = average + average_lo,
-            see :func:`autodrop_jax._programs.absorb`); with x64, 0-d placeholders.
+        snapshot: S = x̂(t-1), the parameters at the start of the current epoch (own
+            buffers, parameter dtype, parameter sharding).
+        step_base: B = x̂(t-2) (parameter dtype); a placeholder before the first epoch,
+            where s(t-1) = 0.
+        step_head: A, a placeholder meaning "A is the snapshot", except in the epoch after
+            an applied average, where the snapshot is the written average and A is x(t-1)
+            as it was before (parameter dtype); in a state read from a layout-1 checkpoint,
+            the explicit s(t-1) in the accumulation dtype for one epoch.
+        average: the running average W in the accumulation dtype while a drop is pending;
+            placeholders otherwise.
+        average_lo: without x64 and inside a window, the low float32 halves of W
+            (W = average + average_lo, see :func:`autodrop_jax._programs.absorb`);
+            placeholders otherwise.
+        layout: which buffers are real, as ``uint32`` [version, base, head, average]
+            (see :func:`encode_buffers`).
         core: the core state machine's memory, encoded exactly as ``uint32`` (see
             :attr:`core_state` for the decoded record).
         config: the validated :class:`autodrop_core.AutoDropConfig` (static).
     """
 
     snapshot: Any
-    prev_step: Any
+    step_base: Any
+    step_head: Any
     average: Any
     average_lo: Any
+    layout: Any
     core: Any
     config: AutoDropConfig = dataclasses.field(metadata={"static": True})
+
+    @property
+    def buffers(self) -> Buffers:
+        """Which of ``step_base``, ``step_head`` and ``average`` hold real arrays."""
+        return decode_buffers(self.layout)
 
     @property
     def core_state(self) -> CoreState:

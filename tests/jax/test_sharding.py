@@ -31,7 +31,7 @@ def place(tree, sharded):
 def run(sharded):
     params = place(host, sharded)
     state = autodrop_jax.init(params, 0.1, **SETTINGS)
-    decisions, problems = [], []
+    decisions, problems, window = [], [], None
     for epoch in range(30):
         noise = np.random.default_rng(epoch)
         moved = {k: np.asarray(v) + 0.05 * (direction[k] + 0.08 * noise.standard_normal(v.shape).astype(np.float32))
@@ -39,27 +39,39 @@ def run(sharded):
         params, state, decision = autodrop_jax.update(state, place(moved, sharded))
         decisions.append(decision.to_dict())
         if sharded:
-            for field in ("snapshot", "prev_step", "average", "average_lo"):
+            real = {"snapshot": True, "step_base": state.buffers.base, "step_head": state.buffers.head != 0,
+                    "average": state.buffers.average,
+                    "average_lo": state.buffers.average and not jax.config.jax_enable_x64}
+            for field in ("snapshot", "step_base", "step_head", "average", "average_lo"):
                 for k, leaf in getattr(state, field).items():
-                    if field == "average_lo" and leaf.ndim == 0 and jax.config.jax_enable_x64:
-                        continue  # x64: a 0-d placeholder, never part of a computation on the mesh
+                    if not real[field]:
+                        if isinstance(leaf, jax.Array) or leaf.shape != ():
+                            problems.append(f"epoch {epoch}: absent state.{field}[{k}] is not a 0-d host placeholder")
+                        continue  # never part of a computation on the mesh
                     want = NamedSharding(mesh, specs[k])
                     if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
                         problems.append(f"epoch {epoch}: state.{field}[{k}] has {leaf.sharding}, expected {want}")
             for k, leaf in params.items():
                 if not leaf.sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), leaf.ndim):
                     problems.append(f"epoch {epoch}: params[{k}] has {leaf.sharding}")
-    return decisions, problems, state, params
+            if state.buffers.average and window is None:
+                window = state
+    return decisions, problems, state, params, window
 
-plain, _, _, _ = run(False)
-sharded, problems, state, params = run(True)
+plain, _, _, _, _ = run(False)
+sharded, problems, state, params, window = run(True)
 
 leaves = jax.tree.leaves(params)
+acc = np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+lo = None if jax.config.jax_enable_x64 else jax.tree.leaves(window.average_lo)
+snap = jax.tree.leaves(state.snapshot)
 hlo = {
-    "reduce": _programs.reduce_epoch.lower(leaves, jax.tree.leaves(state.snapshot), jax.tree.leaves(state.prev_step)),
-    "absorb": _programs.absorb.lower(leaves, jax.tree.leaves(state.average), jax.tree.leaves(state.average_lo),
-                                     _programs.split_weight(0.5, np.float32), first=False),
-    "apply": _programs.apply_average.lower(jax.tree.leaves(state.average), jax.tree.leaves(state.average_lo), leaves),
+    "reduce": _programs.reduce_epoch.lower(leaves, snap, jax.tree.leaves(window.step_base), None, acc=acc.name),
+    "reduce_after_apply": _programs.reduce_epoch.lower(leaves, snap, snap, leaves, acc=acc.name),
+    "absorb": _programs.absorb.lower(leaves, jax.tree.leaves(window.average), lo,
+                                     _programs.split_weight(0.5, acc), first=False),
+    "absorb_first": _programs.absorb.lower(leaves, None, None, _programs.split_weight(1.0, acc), first=True),
+    "apply": _programs.apply_average.lower(jax.tree.leaves(window.average), lo, leaves),
 }
 gathers = {}
 for name, lowered in hlo.items():
@@ -75,7 +87,7 @@ def test_sharded_run_decides_like_the_unsharded_one_without_gathering(run_python
 
     out = json.loads(run_python(SCRIPT, devices=4).strip().splitlines()[-1])
     assert out["problems"] == []
-    assert out["gathers"] == {"reduce": [], "absorb": [], "apply": []}
+    assert out["gathers"] == {"reduce": [], "reduce_after_apply": [], "absorb": [], "absorb_first": [], "apply": []}
     plain, sharded = out["plain"], out["sharded"]
     assert sum(d["dropped"] for d in plain) >= 2
     prev_tol = 0.0
@@ -131,13 +143,24 @@ for epoch in range(30):
         saved_at = epoch
 target = {"autodrop": autodrop_jax.init(place(host), 0.1, **SETTINGS), "params": place(host)}
 restored = checkpointer.restore(sys.argv[1], target)
+raw = checkpointer.restore(sys.argv[1])  # no target, then from_checkpoint places the buffers like the init state
 checkpointer.close()
-state, params = restored["autodrop"], restored["params"]
-resumed = []
-for epoch in range(saved_at + 1, 30):
-    params, state, decision = autodrop_jax.update(state, moved(params, epoch))
-    resumed.append(decision.to_dict())
-print(json.dumps({"saved_at": saved_at, "reference": reference[saved_at + 1:], "resumed": resumed}))
+converted = autodrop_jax.from_checkpoint(raw["autodrop"], autodrop_jax.init(place(host), 0.1, **SETTINGS))
+misplaced = [
+    f"{field}[{k}]" for field in ("snapshot", "step_base", "average")
+    for k, leaf in getattr(converted, field).items()
+    if not leaf.sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), leaf.ndim)
+]
+runs = []
+for state in (restored["autodrop"], converted):
+    params = restored["params"]
+    resumed = []
+    for epoch in range(saved_at + 1, 30):
+        params, state, decision = autodrop_jax.update(state, moved(params, epoch))
+        resumed.append(decision.to_dict())
+    runs.append(resumed)
+print(json.dumps({"saved_at": saved_at, "reference": reference[saved_at + 1:], "resumed": runs[0],
+                  "converted": runs[1], "misplaced": misplaced}))
 """
 
 
@@ -149,3 +172,5 @@ def test_x64_sharded_state_restored_by_orbax_resumes_through_an_averaging_epoch(
     assert out["saved_at"] is not None
     assert any(d["apply_average"] for d in out["reference"])
     assert out["resumed"] == out["reference"]
+    assert out["converted"] == out["reference"]  # the same checkpoint through from_checkpoint
+    assert out["misplaced"] == []
