@@ -158,8 +158,10 @@ def test_nan_in_a_variable_is_refused_naming_the_epoch_and_leaves_everything_unc
     assert info.value.epoch == 5
     after = autodrop.state_dict()
     assert after["core"] == before["core"]
-    for key in ("snapshot", "prev_step"):
-        for a, b in zip(after[key], before[key]):
+    assert set(after) == set(before)
+    for key in ("snapshot", "step_base", "step_head", "average", "extra_average"):
+        assert (after[key] is None) == (before[key] is None), key
+        for a, b in zip(after[key] or [], before[key] or []):
             np.testing.assert_array_equal(a, b)
     walk.tf_vars[1].assign(good)  # the caller repairs the epoch and retries it
     for _ in range(6):
