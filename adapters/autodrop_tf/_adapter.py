@@ -194,13 +194,14 @@ class AutoDrop(tf.Module):
         written, found = self._host.written, self._host.lr.read()
         if written is not None and found is not None:
             check_lrs_unchanged([written], [found], where="the optimizer's learning_rate", fix=_LR_FIX)
-        dot, sq_norm = self.buffers.reduce()
+        reads = self.buffers.reduce()
+        dot, sq_norm = reads.dot, reads.sq_norm
         self._host.reductions = (dot, sq_norm)
         try:
             decision, state = controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
             raise self._explain(err) from err
-        plan = self.buffers.prepare(decision.average_weight, decision.apply_average)
+        plan = self.buffers.prepare(reads, decision.average_weight, decision.apply_average)
         meta = self._meta(Controller(controller.config, state), plan.layout)
         # Nothing has changed so far. Now the writes, each undone if a later one fails:
         # the lr, then the caller's variables and the buffers, then the checkpointed meta.

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["EpochOps", "Plan", "cast_rounded"]
+__all__ = ["EpochOps", "Plan", "Reads", "cast_rounded"]
 
 
 def cast_rounded(value: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -97,8 +97,13 @@ def _run_graph(stage: str, graph: Callable[..., Any], *args: Any) -> Any:
     return graph(*args)
 
 
-def _write_into(target: Any, value: tf.Tensor) -> None:
-    """One write into a variable: a caller's variable (the average) or a buffer."""
+def _write_into(writer: Callable[[list[tf.Tensor]], Any], values: list[tf.Tensor]) -> Any:
+    """One batch of writes: into the caller's variables (an applied average) or into the buffers."""
+    return writer(values)
+
+
+def _assign(target: Any, value: tf.Tensor) -> None:
+    """One write inside a batch (runs at tracing time in a graph; per call with functions run eagerly)."""
     target.assign(value)
 
 
@@ -142,14 +147,25 @@ class Layout:
 
 
 @dataclass
+class Reads:
+    """What :meth:`EpochOps.reduce` computed and read: the reductions, x(t) and x̂(t-1) (shared buffers)."""
+
+    dot: float
+    sq_norm: float
+    xs: list[tf.Tensor]
+    snaps: list[tf.Tensor]
+
+
+@dataclass
 class Plan:
     """The tensors one epoch end produces, before any is written (see :meth:`EpochOps.prepare`)."""
 
     layout: Layout
-    #: per buffer variable, its new value (absent buffers get an empty tensor)
-    slots: list[tuple[tf.Variable, tf.Tensor]]
-    #: per caller variable receiving the applied average, its new value
-    written: list[tuple[Any, tf.Tensor]]
+    #: per group of buffers (``snapshot``, ``step_base``, ``step_head``, ``average``, ``explicit_step``),
+    #: the new value of each of its variables (absent buffers get an empty tensor)
+    groups: list[tuple[str, list[tf.Tensor]]]
+    #: the applied average, per caller variable (parameters, then extras); empty: nothing written
+    written: list[tf.Tensor]
 
 
 class EpochOps(tf.Module):
@@ -198,43 +214,56 @@ class EpochOps(tf.Module):
     def _make_reduce(self, kind: str) -> Any:
         sizes = self._held.sizes
 
-        def reduce(xs: list[tf.Tensor], snaps: list[tf.Tensor], heads: list[tf.Tensor], bases: list[tf.Tensor],
-                   explicit: list[list[tf.Tensor]]) -> tuple[tf.Tensor, tf.Tensor]:
+        def reduce() -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
             dot = tf.constant(0.0, tf.float64)
             sq_norm = tf.constant(0.0, tf.float64)
-            for i, (x, snap) in enumerate(zip(xs, snaps, strict=True)):
+            xs, snaps = [], []
+            for i, (x_var, s_var) in enumerate(zip(self._held.params, self.snapshot, strict=True)):
+                x, snap = tf.convert_to_tensor(x_var), tf.convert_to_tensor(s_var)
+                xs.append(x)
+                snaps.append(snap)
                 x_parts, s_parts = _split(x, sizes[i]), _split(snap, sizes[i])
                 if kind == "base":
-                    h_parts, b_parts = s_parts, _split(bases[i], sizes[i])
+                    h_parts, b_parts = s_parts, _split(tf.convert_to_tensor(self.step_base[i]), sizes[i])
                 elif kind == "head":
-                    h_parts, b_parts = _split(heads[i], sizes[i]), _split(bases[i], sizes[i])
+                    h_parts = _split(tf.convert_to_tensor(self.step_head[i]), sizes[i])
+                    b_parts = _split(tf.convert_to_tensor(self.step_base[i]), sizes[i])
                 for j, (xc, sc) in enumerate(zip(x_parts, s_parts, strict=True)):
-                    s64 = tf.cast(sc, tf.float64)
-                    step = tf.cast(xc, tf.float64) - s64
-                    # fused float64 reductions, no product temporaries: a dot and a sum of squares
-                    if kind == "explicit":
-                        dot += tf.tensordot(step, explicit[i][j], 1)
-                    elif kind != "zero":
-                        head = s64 if kind == "base" else tf.cast(h_parts[j], tf.float64)
-                        prev = head - tf.cast(b_parts[j], tf.float64)  # s(t-1), formed on the fly
-                        dot += tf.tensordot(step, prev, 1)
-                    sq_norm += 2.0 * tf.nn.l2_loss(step)
-            return dot, sq_norm
+                    # one chunk at a time (its float64 temporaries start after the previous chunk's
+                    # sums): the executor would otherwise run ahead and hold many of them at once
+                    with tf.control_dependencies([dot, sq_norm]):
+                        s64 = tf.cast(sc, tf.float64)
+                        step = tf.cast(xc, tf.float64) - s64
+                        # fused float64 reductions, no product temporaries: a dot and a sum of squares
+                        if kind == "explicit":
+                            dot += tf.tensordot(step, tf.convert_to_tensor(self.explicit_step[i][j]), 1)
+                        elif kind != "zero":
+                            head = s64 if kind == "base" else tf.cast(h_parts[j], tf.float64)
+                            prev = head - tf.cast(b_parts[j], tf.float64)  # s(t-1), formed on the fly
+                            dot += tf.tensordot(step, prev, 1)
+                        sq_norm += 2.0 * tf.nn.l2_loss(step)
+            return dot, sq_norm, xs, snaps
 
         return reduce
 
     def _make_absorb(self, first: bool) -> Any:
         sizes = self._held.sizes + self._held.extra_sizes
 
-        def absorb(xs: list[tf.Tensor], averages: list[list[tf.Tensor]], weight: tf.Tensor) -> list[list[tf.Tensor]]:
+        def absorb(weight: tf.Tensor) -> list[list[tf.Tensor]]:
             out = []
-            for i, x in enumerate(xs):
-                parts = _split(x, sizes[i])
-                if first:
-                    out.append([tf.cast(xc, tf.float64) for xc in parts])
-                else:
-                    out.append([w + weight * (tf.cast(xc, tf.float64) - w)
-                                for xc, w in zip(parts, averages[i], strict=True)])
+            variables = self._held.params + self._held.extras
+            averages = self.average + self.extra_average
+            last: list[tf.Tensor] = []
+            for i, var in enumerate(variables):
+                parts = _split(tf.convert_to_tensor(var), sizes[i])
+                olds = [None] * len(parts) if first else [tf.convert_to_tensor(c) for c in averages[i]]
+                chunks = []
+                for xc, w in zip(parts, olds, strict=True):
+                    with tf.control_dependencies(last):  # one chunk at a time, as in reduce
+                        new = tf.cast(xc, tf.float64) if w is None else w + weight * (tf.cast(xc, tf.float64) - w)
+                    chunks.append(new)
+                    last = [new]
+                out.append(chunks)
             return out
 
         return absorb
@@ -246,6 +275,38 @@ class EpochOps(tf.Module):
             flat = tf.concat([cast_rounded(c, var.dtype) for c in chunks], axis=0) if len(chunks) > 1 else (
                 cast_rounded(chunks[0], var.dtype))
             out.append(tf.reshape(flat, var.shape))
+        return out
+
+    def _writer(self, key: tuple[str, ...]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """Two graphs over the variables of the groups in ``key``: one reads them all (the backup:
+        references, no copy), one writes new values into them."""
+        name = "write:" + ",".join(key)
+        graphs = self._held.graphs
+        if name not in graphs:
+            targets = self._targets(key)
+
+            def read() -> list[tf.Tensor]:
+                return [tf.convert_to_tensor(t) for t in targets]
+
+            def write(values: list[tf.Tensor]) -> tf.Tensor:
+                for target, value in zip(targets, values, strict=True):
+                    _assign(target, value)
+                return tf.constant(True)
+
+            graphs["read:" + ",".join(key)] = tf.function(read)
+            graphs[name] = tf.function(write)
+        return graphs["read:" + ",".join(key)], graphs[name]
+
+    def _targets(self, key: Sequence[str]) -> list[Any]:
+        out: list[Any] = []
+        for group in key:
+            if group == "variables":
+                out += self._held.params + self._held.extras
+            elif group in ("average", "explicit_step"):
+                chunks = self.average + self.extra_average if group == "average" else self.explicit_step
+                out += [c for g in chunks for c in g]
+            else:
+                out += getattr(self, group)
         return out
 
     # -- host-side entry points -------------------------------------------------------
@@ -263,81 +324,79 @@ class EpochOps(tf.Module):
             return "head"
         return "base" if layout.base else "zero"
 
-    def reduce(self) -> tuple[float, float]:
+    def reduce(self) -> Reads:
         """dot and sq_norm for this epoch (float64, chunk by chunk in a fixed order); writes nothing."""
-        kind = self._prev_kind()
-        xs = [_read(p) for p in self._held.params]
-        snaps = [_read(s) for s in self.snapshot]
-        heads = [_read(a) for a in self.step_head] if kind == "head" else []
-        bases = [_read(b) for b in self.step_base] if kind in ("base", "head") else []
-        explicit = [[_read(c) for c in chunks] for chunks in self.explicit_step] if kind == "explicit" else []
-        dot, sq_norm = _run_graph("reduction", self._held.graphs[f"reduce_{kind}"], xs, snaps, heads, bases, explicit)
-        return float(dot), float(sq_norm)
+        graph = self._held.graphs[f"reduce_{self._prev_kind()}"]
+        dot, sq_norm, xs, snaps = _run_graph("reduction", graph)
+        return Reads(float(dot), float(sq_norm), list(xs), list(snaps))
 
-    def prepare(self, weight: float | None, apply: bool) -> Plan:
+    def prepare(self, reads: Reads, weight: float | None, apply: bool) -> Plan:
         """The new buffers (and the values an applied average writes), as fresh tensors; writes nothing.
 
         Args:
+            reads: what :meth:`reduce` read (x(t) shares the variables' buffers: TensorFlow
+                copies on their next write).
             weight: the decision's ``average_weight`` (None: x(t) is not absorbed).
             apply: the decision applies the average.
         """
-        params, extras = self._held.params, self._held.extras
-        current = [_read(p) for p in params]  # x(t): shares the variables' buffers (copy on their next write)
         averaging = bool(self.average) or bool(self.extra_average)
+        current, old_snaps = reads.xs, reads.snaps
         new_average: list[list[tf.Tensor]] | None = None
         if weight is not None and not (apply and weight == 1.0):
-            xs = current + [_read(e) for e in extras]
-            first = weight == 1.0
-            olds = [] if first else [[_read(c) for c in chunks] for chunks in self.average + self.extra_average]
-            graph = self._held.graphs["absorb_first" if first else "absorb"]
-            new_average = _run_graph("absorb", graph, xs, olds, tf.constant(weight, tf.float64))
-        written: list[tuple[Any, tf.Tensor]] = []
+            graph = self._held.graphs["absorb_first" if weight == 1.0 else "absorb"]
+            new_average = _run_graph("absorb", graph, tf.constant(weight, tf.float64))
+        written: list[tf.Tensor] = []
         if apply and weight != 1.0:
             assert new_average is not None
-            rounded = _run_graph("average", self._held.graphs["round"], new_average)
-            written = list(zip(params + extras, rounded, strict=True))
-        old_snaps = [_read(s) for s in self.snapshot]
-        slots: list[tuple[tf.Variable, tf.Tensor]] = []
+            written = list(_run_graph("average", self._held.graphs["round"], new_average))
+        n = len(current)
+        groups: list[tuple[str, list[tf.Tensor]]] = []
         if written:  # the epoch after an applied average: S = the written average, A = x(t), B = x̂(t-1)
-            slots += list(zip(self.snapshot, [v for _, v in written[: len(params)]], strict=True))
-            slots += list(zip(self.step_head, current, strict=True))
+            groups += [("snapshot", written[:n]), ("step_head", current)]
         else:
-            slots += list(zip(self.snapshot, current, strict=True))
+            groups.append(("snapshot", current))
             if self.layout.head:
-                slots += [(a, _empty(a.dtype)) for a in self.step_head]
-        slots += list(zip(self.step_base, old_snaps, strict=True))
+                groups.append(("step_head", [_empty(a.dtype) for a in self.step_head]))
+        groups.append(("step_base", old_snaps))
         if self.layout.explicit:
-            slots += [(c, _empty(tf.float64)) for chunks in self.explicit_step for c in chunks]
+            groups.append(("explicit_step", [_empty(tf.float64) for g in self.explicit_step for _ in g]))
         keep_average = new_average is not None and not apply
         if averaging and (keep_average or self.layout.average):
             chunks = [c for group in self.average + self.extra_average for c in group]
             values = [v for group in new_average for v in group] if keep_average and new_average is not None else [
                 _empty(tf.float64) for _ in chunks]
-            slots += list(zip(chunks, values, strict=True))
+            groups.append(("average", values))
         layout = Layout(base=True, head=bool(written), explicit=False, average=keep_average and averaging)
-        return Plan(layout=layout, slots=slots, written=written)
+        return Plan(layout=layout, groups=groups, written=written)
 
     def commit(self, plan: Plan) -> Callable[[], None]:
-        """Write ``plan`` into the caller's variables and the buffers, all or nothing.
+        """Write ``plan`` into the caller's variables (an applied average) and then the buffers, all or nothing.
 
-        Each variable is backed up (a reference: no copy) just before it is written; if a
-        later write fails, the ones already written get their old values back before the
-        error propagates. Returns an undo function that puts everything back (for a
-        failure after the commit, e.g. in the lr write).
+        Each write returns the values it replaced (references: no copy); if a later write
+        fails, the ones already written get their old values back before the error
+        propagates. Returns an undo function that puts everything back (for a failure
+        after the commit, e.g. in the lr write).
         """
-        done: list[tuple[Any, tf.Tensor]] = []
+        done: list[tuple[list[Any], list[tf.Tensor]]] = []
         old_layout = self.layout
 
         def undo() -> None:
-            for target, backup in reversed(done):
-                target.assign(backup)
+            for targets, olds in reversed(done):
+                for target, old in zip(targets, olds, strict=True):
+                    target.assign(old)
             self.layout = old_layout
 
+        batches: list[tuple[tuple[str, ...], list[tf.Tensor]]] = []
+        if plan.written:
+            batches.append((("variables",), plan.written))
+        key = tuple(name for name, _ in plan.groups)
+        batches.append((key, [v for _, values in plan.groups for v in values]))
         try:
-            for target, value in plan.written + plan.slots:
-                backup = _read(target)
-                _write_into(target, value)
-                done.append((target, backup))
+            for key, values in batches:
+                read, write = self._writer(key)
+                # the backup first: a write that fails half way is put back as a whole
+                done.append((self._targets(key), list(read())))
+                _write_into(write, values)
         except BaseException:
             undo()
             raise
@@ -390,37 +449,40 @@ class EpochOps(tf.Module):
 
     def plan_load(self, arrays: dict[str, Sequence[np.ndarray] | None], explicit: Sequence[np.ndarray] | None) -> Plan:
         """A plan that puts checked arrays into the buffers (``explicit``: an old layout's float64 step)."""
-        slots: list[tuple[tf.Variable, tf.Tensor]] = []
 
-        def put(var: tf.Variable, array: Any, dtype: tf.DType, shape: Sequence[int]) -> None:
+        def put(var: tf.Variable, array: Any, dtype: tf.DType, shape: Sequence[int]) -> tf.Tensor:
             with tf.device(var.device):
-                slots.append((var, tf.reshape(tf.constant(np.asarray(array, dtype=dtype.as_numpy_dtype)), shape)))
+                return tf.reshape(tf.constant(np.asarray(array, dtype=dtype.as_numpy_dtype)), shape)
 
-        def chunked(buffers: list[list[tf.Variable]], sizes: list[list[int]], given: Sequence[Any] | None) -> None:
+        def chunked(buffers: list[list[tf.Variable]], sizes: list[list[int]], given: Sequence[Any] | None) -> list[
+                tf.Tensor]:
+            out = []
             for k, (chunks, lengths) in enumerate(zip(buffers, sizes, strict=False)):
                 flat = None if given is None else np.asarray(given[k], np.float64).reshape(-1)
                 start = 0
                 for c, n in zip(chunks, lengths, strict=True):
                     if flat is None:
-                        put(c, np.zeros(0), tf.float64, [0])
+                        out.append(put(c, np.zeros(0), tf.float64, [0]))
                     else:
-                        put(c, flat[start : start + n], tf.float64, [n])
+                        out.append(put(c, flat[start : start + n], tf.float64, [n]))
                     start += n
+            return out
 
+        groups: list[tuple[str, list[tf.Tensor]]] = []
         for kind in ("snapshot", "step_base", "step_head"):
             given = arrays.get(kind)
+            values = []
             for i, (p, var) in enumerate(zip(self._held.params, getattr(self, kind), strict=True)):
-                if given is None:
-                    put(var, np.zeros(0), p.dtype, [0])
-                else:
-                    put(var, given[i], p.dtype, tuple(p.shape))
-        chunked(self.average, self._held.sizes, arrays.get("average"))
-        chunked(self.extra_average, self._held.extra_sizes, arrays.get("extra_average"))
-        chunked(self.explicit_step, self._held.sizes, explicit)
+                values.append(put(var, np.zeros(0), p.dtype, [0]) if given is None else
+                              put(var, given[i], p.dtype, tuple(p.shape)))
+            groups.append((kind, values))
+        groups.append(("average", chunked(self.average, self._held.sizes, arrays.get("average")) + chunked(
+            self.extra_average, self._held.extra_sizes, arrays.get("extra_average"))))
+        groups.append(("explicit_step", chunked(self.explicit_step, self._held.sizes, explicit)))
         layout = Layout(base=arrays.get("step_base") is not None, head=arrays.get("step_head") is not None,
                         explicit=explicit is not None,
                         average=arrays.get("average") is not None and bool(self.average))
-        return Plan(layout=layout, slots=slots, written=[])
+        return Plan(layout=layout, groups=groups, written=[])
 
     # -- states of the old layout (explicit float64 step, two halves) -----------------
 
