@@ -3,9 +3,11 @@
 :class:`AutoDrop` follows the reference adapter's order (reduce, preview, absorb,
 apply, snapshot, commit) over ``tf.Variable`` buffers, sets one learning rate, and
 is a ``tf.Module`` so that ``tf.train.Checkpoint(autodrop=...)`` saves its complete
-state: snapshots, steps, running averages and the core's JSON checkpoint (held in a
-``tf.string`` variable). It must not re-implement any decision rule: every decision
-comes from :class:`autodrop_core.Controller`.
+state: the snapshots x̂(t-1) and x̂(t-2) (and x(t-1) after an applied average), the
+running averages, and the core's JSON checkpoint with the buffers' layout (held in a
+``tf.string`` variable). An epoch end computes everything first and then writes the
+lr, the variables and the buffers, undoing them all if any write fails. It must not
+re-implement any decision rule: every decision comes from :class:`autodrop_core.Controller`.
 """
 
 from __future__ import annotations
@@ -365,6 +367,10 @@ class AutoDrop(tf.Module):
             raise StateError(f"restored autodrop_state has active={active!r}: expected 0 or 1")
         controller = self._checked_controller(data["core"])
         if layout is not None:
+            try:
+                self.buffers.check(layout, controller.state.pending > 0)
+            except ValueError as err:
+                raise StateError(f"restored AutoDrop checkpoint is inconsistent: {err}") from err
             self.buffers.layout = layout
             self._host.synced_meta = raw
         else:

@@ -12,13 +12,13 @@ The previous step is never stored: s(t-1) = float64(A) - float64(B) is formed el
 by element inside the reduction, the same float64 rounding as the stored step of the
 old layout, so the reductions are bit-identical to it.
 
-Every graph here is a pure function of tensors: :meth:`EpochOps.reduce`,
-:meth:`EpochOps.prepare` read the variables and buffers and return fresh tensors,
-writing nothing. Only :meth:`EpochOps.commit` writes (into the caller's variables when
-an average is applied, then into the buffer variables); each write backs up what it
-replaces and a failure puts back everything already written, so a failed epoch end
-leaves every variable as it was. TensorFlow assigns a tensor to a variable by sharing
-its buffer, so the commit copies nothing.
+The graphs behind :meth:`EpochOps.reduce` and :meth:`EpochOps.prepare` read the
+variables and buffers and return fresh tensors, writing nothing. Only
+:meth:`EpochOps.commit` writes (into the caller's variables when an average is applied,
+then into the buffer variables), in batches, each after a read of what it replaces (a
+backup); a failure puts back everything already written, so a failed epoch end leaves
+every variable as it was. TensorFlow assigns a tensor to a variable by sharing its
+buffer, and a read shares it too, so neither the backup nor the commit copies.
 
 This module decides nothing: the core decides and ``_adapter.py`` calls these steps in
 the order the spec gives. It must never reduce in float32, nor derive a step from dot
@@ -413,6 +413,27 @@ class EpochOps(tf.Module):
             for c in chunks:
                 c.assign(_empty(tf.float64))
         self.layout = Layout()
+
+    def check(self, layout: Layout, pending: bool) -> None:
+        """Refuse a restored layout that does not fit the restored buffers (ValueError naming the first)."""
+        if layout.average != (pending and bool(self.average)):
+            raise ValueError(f"layout says average={layout.average} but the core has pending={pending}")
+        params, sizes = self._held.params, self._held.sizes
+        for kind, present in (("snapshot", True), ("step_base", layout.base), ("step_head", layout.head)):
+            for i, (p, var) in enumerate(zip(params, getattr(self, kind), strict=True)):
+                want = tuple(p.shape) if present else (0,)
+                got = tuple(var.numpy().shape)
+                if got != want:
+                    raise ValueError(f"{kind}[{i}] (of {p.name}) has shape {got}, expected {want}")
+        groups = [("average", self.average, sizes + self._held.extra_sizes, layout.average),
+                  ("explicit_step", self.explicit_step, sizes, layout.explicit)]
+        for kind, buffers, lengths, present in groups:
+            chunks = buffers if kind == "explicit_step" else self.average + self.extra_average
+            for i, (group, n) in enumerate(zip(chunks, lengths, strict=False)):
+                for j, (c, size) in enumerate(zip(group, n, strict=True)):
+                    got = c.shape.num_elements() if c.shape.rank is not None else int(tf.size(c))
+                    if got != (size if present else 0):
+                        raise ValueError(f"{kind}[{i}][{j}] holds {got} elements, expected {size if present else 0}")
 
     # -- state export and import ------------------------------------------------------
 
