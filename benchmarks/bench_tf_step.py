@@ -1,36 +1,44 @@
-"""Cost of ``autodrop_tf.AutoDrop.end_epoch()`` against the memory-bandwidth bound, on CPU.
+"""Cost of ``autodrop_tf.AutoDrop.end_epoch()`` against the machine's memory-bandwidth bound, on CPU.
 
 A ResNet-18-shaped parameter set (CIFAR variant: 11,173,962 float32 parameters in 62
-``tf.Variable``s). One epoch end outside an averaging window must read x, x̂ and s(t-1)
-and write s(t) and x̂(t): 4 + 4 + 8 + 8 + 4 = 28 bytes per float32 parameter (steps are
-float64). The bound is the time TensorFlow's fastest streaming kernel measured in this
-same run (``tf.reduce_sum`` over the same 62 variables and buffers, one ``tf.function``)
-needs to stream 28 bytes per parameter; as it prices writes like reads, it is a lower
-bound. ratio = end_epoch / bound (goal: at most 1.5).
+``tf.Variable``s). In issue 15's layout an epoch end outside an averaging window must
+read x, x̂(t-1) and x̂(t-2) and write one fresh copy x(t): 16 bytes per float32
+parameter; inside a window it also reads W and writes W' (float64): 32 bytes. The
+bound is the shared probe's (``benchmarks/bandwidth.py``: a numba stream of three
+float32 reads and one write, on the same number of threads), ``bound_ms(bytes,
+threads)``; ratio = end_epoch time / bound (goal: at most 1.3).
 
-Also reported, all from this run: an epoch end inside an averaging window (W is
-updated too); the copy-on-write that the new snapshot (which shares x's buffer) costs
-the first optimizer update after the epoch end; and the angle error of the float64
-reductions against ``math.fsum``, next to that of single float32 tensordots.
+TensorFlow never copies x(t) at the epoch end: the new snapshot shares x's buffer, and
+the first optimizer update after the epoch end copies it (copy-on-write). That copy is
+reported on its own line; the ratio counts the 4-byte write as moved all the same.
 
-Run: ``python benchmarks/bench_tf_step.py [--repeats 10]``. It prints medians; nothing
-is asserted (speed goals live in benchmarks, not tests).
+Each thread count runs in its own process (TensorFlow fixes its thread pools at start);
+in a process, epoch ends inside and outside a window alternate (the machine is shared
+and noisy, so both sides see the same load), and the medians are reported. Also: the
+angle error of the float64 reductions against ``math.fsum``, next to that of float32
+tensordots.
+
+Run: ``python benchmarks/bench_tf_step.py [--repeats 15] [--threads 1 2]``. Nothing is
+asserted (speed goals live in benchmarks, not tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np
-import tensorflow as tf
-from autodrop_tf import AutoDrop
+HERE = Path(__file__).resolve().parent
+OUTSIDE_BYTES = 16  # per float32 parameter: read x, x̂(t-1), x̂(t-2), write x(t)
+INSIDE_BYTES = 32  # + read W, write W' (float64)
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:
@@ -46,17 +54,25 @@ def resnet18_shapes() -> list[tuple[int, ...]]:
     return [*shapes, (512, 10), (10,)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
+def worker(threads: int, repeats: int) -> dict[str, Any]:
+    """One process, ``threads`` TensorFlow threads: medians inside and outside a window, and the bound."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    sys.path.insert(0, str(HERE))
+    from autodrop_tf import AutoDrop
+    from bandwidth import bound_ms, describe
 
     shapes = resnet18_shapes()
     n = sum(math.prod(s) for s in shapes)
     rng = np.random.default_rng(0)
     params = [tf.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+    twins = [tf.Variable(p) for p in params]
     # three alternating directions: the angles vary, so the default 0.01 degree threshold
-    # is not met and the timed epoch ends stay outside an averaging window
+    # is not met and the plain run's epoch ends stay outside an averaging window
     base = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
     directions = [
         [tf.constant(1e-3 * (b + noise * rng.standard_normal(b.shape, dtype=np.float32))) for b in base]
@@ -65,68 +81,54 @@ def main() -> None:
     epochs = [0]
 
     @tf.function
-    def move(direction: list[tf.Tensor]) -> None:  # stands in for an epoch of in-place optimizer updates
-        for p, d in zip(params, direction):
+    def move(variables: list[tf.Variable], direction: list[tf.Tensor]) -> None:
+        for p, d in zip(variables, direction):  # stands in for an epoch of in-place optimizer updates
             p.assign_add(d)
 
-    def train() -> None:
+    def train(variables: list[tf.Variable]) -> None:
         epochs[0] += 1
-        move(directions[epochs[0] % 3])
+        move(variables, directions[epochs[0] % 3])
 
-    autodrop = AutoDrop(params, lrs=0.1)
-    averaging = AutoDrop(params, lrs=0.1, threshold=89.0, max_threshold=90.0, drop_delay=10**6)
+    plain = AutoDrop(params, lrs=0.1)
+    averaging = AutoDrop(twins, lrs=0.1, threshold=89.0, max_threshold=90.0, drop_delay=10**6)
     for _ in range(4):
-        train()
-        autodrop.end_epoch()
+        train(params)
+        plain.end_epoch()
+        train(twins)
         averaging.end_epoch()
     assert averaging.controller.state.pending > 0, "the averaging run must be inside a window"
-
-    buffers = autodrop.buffers
-    own = buffers.snapshots[buffers.active] + buffers.steps[buffers.active]  # per variable: its chunk buffers
-    streamed = params + [chunk for chunks in own for chunk in chunks]
-
-    @tf.function
-    def stream() -> tf.Tensor:
-        return tf.add_n([tf.cast(tf.reduce_sum(v), tf.float64) for v in streamed])
-
-    stream()
-    stream_bytes = n * (4 + 4 + 8)
-    bound_bytes = n * (4 + 4 + 8 + 8 + 4)
 
     def timed(fn: Callable[[], object]) -> float:
         start = time.perf_counter()
         fn()
         return (time.perf_counter() - start) * 1e3
 
-    # interleaved, so that other processes on the machine slow both sides of each ratio alike
-    rows = []
-    for _ in range(args.repeats):
-        train()
-        plain = timed(autodrop.end_epoch)
-        bound_plain = timed(lambda: float(stream())) * bound_bytes / stream_bytes
-        train()
-        window = timed(averaging.end_epoch)
-        bound_window = timed(lambda: float(stream())) * bound_bytes / stream_bytes
-        rows.append((plain, window, bound_plain, plain / bound_plain, window / bound_window))
-    assert not any(d.average_weight is not None for d in autodrop.history), "timed epochs must not average"
-    epoch_end_ms, averaging_ms, bound_ms, ratio, averaging_ratio = (statistics.median(c) for c in zip(*rows))
-    bandwidth = bound_bytes / (bound_ms / 1e3)
+    outside, inside = [], []
+    for _ in range(repeats):  # interleaved: both sides see the same load
+        train(params)
+        train(params)  # a second update: the copy-on-write of the first is not in the timed epoch end
+        outside.append(timed(plain.end_epoch))
+        train(twins)
+        train(twins)
+        inside.append(timed(averaging.end_epoch))
+    assert not any(d.average_weight is not None for d in plain.history), "the plain run must not average"
+    assert averaging.controller.state.pending > 0
 
     def first_update_after_epoch_end() -> float:
-        autodrop.end_epoch()
+        plain.end_epoch()
         start = time.perf_counter()
-        train()
+        train(params)
         first = time.perf_counter() - start
         start = time.perf_counter()
-        train()
+        train(params)
         return (first - (time.perf_counter() - start)) * 1e3
 
-    cow_ms = statistics.median(first_update_after_epoch_end() for _ in range(args.repeats))
+    cow_ms = statistics.median(first_update_after_epoch_end() for _ in range(repeats))
 
     # precision: two nearly parallel steps, the case where the angle is ill-conditioned
     check = AutoDrop(params, lrs=0.1)
     before = [p.numpy().astype(np.float64) for p in params]
-    move(directions[0])
+    move(params, directions[0])
     middle = [p.numpy().astype(np.float64) for p in params]
     check.end_epoch()
     for p, d in zip(params, directions[0]):
@@ -141,17 +143,50 @@ def main() -> None:
         float(tf.tensordot(a32, a32, 1)) * float(tf.tensordot(b32, b32, 1))
     )
     naive = math.degrees(math.acos(min(1.0, naive_cos)))
+    out_ms, in_ms = statistics.median(outside), statistics.median(inside)
+    bound_out, bound_in = bound_ms(OUTSIDE_BYTES * n, threads), bound_ms(INSIDE_BYTES * n, threads)
+    return {
+        "threads": threads, "params": n, "variables": len(shapes), "probe": describe(threads),
+        "outside_ms": out_ms, "inside_ms": in_ms, "bound_outside_ms": bound_out, "bound_inside_ms": bound_in,
+        "ratio_outside": out_ms / bound_out, "ratio_inside": in_ms / bound_in, "cow_ms": cow_ms,
+        "angle_error": abs(angle - exact), "float32_angle_error": abs(naive - exact), "repeats": repeats,
+        "load": os.getloadavg()[0],
+    }
 
-    print(f"load average            {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes compete)")
-    print(f"parameters              {n:,} float32 in {len(shapes)} tf.Variables (ResNet-18, CIFAR)")
-    print(f"TF streaming read       {bandwidth / 1e9:.2f} GB/s (tf.reduce_sum over x, x̂ and s(t-1))")
-    print(f"bound (28 B/param)      {bound_ms:.2f} ms (median of {args.repeats})")
-    print(f"end_epoch               {epoch_end_ms:.2f} ms  -> ratio {ratio:.2f} (median of paired ratios; goal <= 1.5)")
-    print(f"end_epoch, averaging    {averaging_ms:.2f} ms  -> ratio {averaging_ratio:.2f} (W updated too)")
-    print(f"copy-on-write, 1st step {cow_ms:.2f} ms extra in the first optimizer update after an epoch end")
-    print(f"angle                   {angle:.9f} deg; fsum {exact:.9f}; error {abs(angle - exact):.1e} deg")
-    print(f"float32 tensordot angle {naive:.9f} deg; error {abs(naive - exact):.1e} deg (not used)")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.threads[0], args.repeats)))
+        return 0
+    rows = []
+    for threads in args.threads:
+        done = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--repeats",
+                               str(args.repeats)], capture_output=True, text=True, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
+    first = rows[0]
+    print(f"parameters: {first['params']:,} float32 in {first['variables']} tf.Variables (ResNet-18, CIFAR); "
+          f"medians of {first['repeats']} interleaved epoch ends per thread count")
+    print(f"bytes moved per parameter: {OUTSIDE_BYTES} outside a window, {INSIDE_BYTES} inside")
+    print("threads | outside ms | bound ms | ratio | inside ms | bound ms | ratio | copy-on-write ms | load")
+    for r in rows:
+        print(f"{r['threads']:>7} | {r['outside_ms']:10.2f} | {r['bound_outside_ms']:8.2f} | {r['ratio_outside']:5.2f} "
+              f"| {r['inside_ms']:9.2f} | {r['bound_inside_ms']:8.2f} | {r['ratio_inside']:5.2f} "
+              f"| {r['cow_ms']:16.2f} | {r['load']:.1f}")
+    for r in rows:
+        print(f"{r['probe']}")
+    print(f"angle error vs fsum: {first['angle_error']:.1e} deg (float64 reductions); "
+          f"{first['float32_angle_error']:.1e} deg with float32 tensordots (not used)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,14 @@ asks the core for a decision, and then averages (the trainable variables and the
 model's float non-trainable weights, e.g. BatchNorm moving statistics), snapshots
 and sets the optimizer's learning rate as the decision says. It holds no rule of its
 own and imports no backend directly.
+
+Buffers (issue 15): the snapshot S = x̂(t-1) and B = x̂(t-2) in the parameter dtype
+(B absent in the first epoch: s(t-1) = 0); A = x(t-1) only in the epoch after an
+applied average (else A is S); the running average W in the accumulation dtype only
+while a drop is pending. s(t-1) = acc(A) - acc(B) is formed on the fly, the same
+rounding as the explicit step the old layout stored (its state files still load: their
+step is used for one epoch). Everything new is built before anything is written, and
+a failed write puts back what was already written.
 """
 
 from __future__ import annotations
@@ -163,8 +171,10 @@ class AutoDropCallback(keras.callbacks.Callback):
         if self._start_lr is not None:
             self._lr.assign(lr)
             lr = _read(self._lr)
-        self._snapshot = [keras.ops.copy(v.value) for v in self._params]
-        self._prev_step = [keras.ops.zeros(v.shape, dtype=self._acc) for v in self._params]
+        self._snapshot: list[Any] = [keras.ops.copy(v.value) for v in self._params]
+        self._base: list[Any] | None = None  # x̂(t-2); None: s(t-1) = 0
+        self._head: list[Any] | None = None  # x(t-1) in the epoch after an applied average; None: S
+        self._explicit: list[Any] | None = None  # an old state file's explicit s(t-1), for one epoch
         self._average: list[Any] | None = None
         self._extra_average: list[Any] | None = None
         self._written = lr
@@ -189,13 +199,16 @@ class AutoDropCallback(keras.callbacks.Callback):
         assert self.controller is not None and self._state_dir is not None
         self._state_dir.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = {}
-        for name, tensors in (("snapshot", self._snapshot), ("prev_step", self._prev_step),
-                              ("average", self._average), ("extra_average", self._extra_average)):
+        for name, tensors in (("snapshot", self._snapshot), ("step_base", self._base), ("step_head", self._head),
+                              ("prev_step", self._explicit), ("average", self._average),
+                              ("extra_average", self._extra_average)):
             for i, t in enumerate(tensors or []):
                 # the accumulation dtype holds every value exactly (snapshots of float16/bfloat16 too)
                 arrays[f"{name}_{i}"] = _numpy(keras.ops.cast(t, self._acc))
         meta = {"epoch": epoch, "core": self.controller.to_dict(), "written": self._written,
-                "pending": self._average is not None, "acc": self._acc}
+                "pending": self._average is not None, "acc": self._acc, "layout": 2,
+                "base": self._base is not None, "head": self._head is not None,
+                "explicit": self._explicit is not None}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         target = self._path(epoch)
         partial = target.with_suffix(".partial.npz")
@@ -243,11 +256,16 @@ class AutoDropCallback(keras.callbacks.Callback):
             return out
 
         snapshot = load("snapshot", self._params, None)
-        prev_step = load("prev_step", self._params, self._acc)
+        if "layout" not in meta:  # the old layout: an explicit step in the accumulation dtype
+            base, head, explicit = None, None, load("prev_step", self._params, self._acc)
+        else:
+            base = load("step_base", self._params, None) if meta["base"] else None
+            head = load("step_head", self._params, None) if meta["head"] else None
+            explicit = load("prev_step", self._params, self._acc) if meta["explicit"] else None
         average = load("average", self._params, self._acc) if meta["pending"] else None
         extra_average = load("extra_average", self._extras, self._acc) if meta["pending"] else None
         self.controller = controller
-        self._snapshot, self._prev_step = snapshot, prev_step
+        self._snapshot, self._base, self._head, self._explicit = snapshot, base, head, explicit
         self._average, self._extra_average = average, extra_average
         self._lr.assign(controller.lrs[0])
         self._written = _read(self._lr)
@@ -260,32 +278,73 @@ class AutoDropCallback(keras.callbacks.Callback):
             raise RuntimeError("AutoDropCallback.on_epoch_end before on_epoch_begin")
         check_lrs_unchanged([self._written], [_read(self._lr)], where="the optimizer's learning_rate", fix=_LR_FIX)
         ops = keras.ops
-        steps, dot, sq_norm = [], 0.0, 0.0
-        for v, snap, prev in zip(self._params, self._snapshot, self._prev_step, strict=True):
-            step = ops.subtract(ops.cast(v.value, self._acc), ops.cast(snap, self._acc))
-            dot += float(_numpy(ops.sum(ops.multiply(step, prev))))
+        dot, sq_norm = 0.0, 0.0
+        for i, (v, snap) in enumerate(zip(self._params, self._snapshot, strict=True)):
+            snap_acc = ops.cast(snap, self._acc)
+            step = ops.subtract(ops.cast(v.value, self._acc), snap_acc)
+            prev = self._prev(i, snap_acc)
+            if prev is not None:
+                dot += float(_numpy(ops.sum(ops.multiply(step, prev))))
             sq_norm += float(_numpy(ops.sum(ops.multiply(step, step))))
-            steps.append(step)
         try:
             decision, state = controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
             raise self._explain(err) from err
+        # everything new is built first; nothing the caller or the callback holds has changed yet
+        current = [ops.copy(v.value) for v in self._params]  # x(t)
+        average, extra_average = self._average, self._extra_average
         if decision.average_weight is not None:
-            self._average = self._absorb(self._average, self._params, decision.average_weight)
-            self._extra_average = self._absorb(self._extra_average, self._extras, decision.average_weight)
+            average = self._absorb(average, self._params, decision.average_weight)
+            extra_average = self._absorb(extra_average, self._extras, decision.average_weight)
+        written: list[tuple[Any, Any]] = []
         if decision.apply_average:
-            assert self._average is not None and self._extra_average is not None
-            for v, avg in zip(self._params + self._extras, self._average + self._extra_average, strict=True):
-                v.assign(ops.cast(avg, v.dtype))
-            self._average = self._extra_average = None
-        self._snapshot = [ops.copy(v.value) for v in self._params]
-        self._prev_step = steps
+            assert average is not None and extra_average is not None
+            written = [(v, ops.cast(avg, v.dtype))
+                       for v, avg in zip(self._params + self._extras, average + extra_average, strict=True)]
+            average = extra_average = None
+        self._write(written, decision.lrs[0])
+        if decision.apply_average and decision.average_weight != 1.0:
+            # the epoch after an applied average: S = the written average, A = x(t), B = x̂(t-1)
+            snapshot, head = [ops.copy(v.value) for v in self._params], current
+        else:
+            snapshot, head = current, None
+        self._base, self._snapshot, self._head, self._explicit = self._snapshot, snapshot, head, None
+        self._average, self._extra_average = average, extra_average
         controller.commit(decision, state)
-        self._lr.assign(decision.lrs[0])
         self._written = _read(self._lr)
         self.history.append(decision)
         self.last_reductions = (dot, sq_norm)
         return decision
+
+    def _prev(self, i: int, snap_acc: Any) -> Any:
+        """s(t-1) of variable ``i`` in the accumulation dtype (None: zero), formed from the buffers."""
+        ops = keras.ops
+        if self._explicit is not None:
+            return self._explicit[i]
+        if self._base is None:
+            return None
+        head = snap_acc if self._head is None else ops.cast(self._head[i], self._acc)
+        return ops.subtract(head, ops.cast(self._base[i], self._acc))
+
+    def _write(self, written: Sequence[tuple[Any, Any]], lr: float) -> None:
+        """Write an applied average into the variables, then the lr: all or nothing.
+
+        Each variable's old value is kept (a copy) until every write succeeded; a failure
+        puts back everything already written before it propagates.
+        """
+        done: list[tuple[Any, Any]] = []
+        lr_before = keras.ops.copy(self._lr.value)
+        try:
+            for v, value in written:
+                backup = keras.ops.copy(v.value)
+                _assign(v, value)
+                done.append((v, backup))
+            _assign(self._lr, lr)
+        except BaseException:
+            for v, backup in reversed(done):
+                v.assign(backup)
+            self._lr.assign(lr_before)
+            raise
 
     def _absorb(self, average: list[Any] | None, variables: Sequence[Any], weight: float) -> list[Any]:
         ops = keras.ops
@@ -316,6 +375,11 @@ class AutoDropCallback(keras.callbacks.Callback):
         if decision is None or self.controller is None:
             return {}
         return log_scalars(decision, pending=self.controller.state.pending)
+
+
+def _assign(variable: Any, value: Any) -> None:
+    """One write into a variable (a seam: tests make it fail)."""
+    variable.assign(value)
 
 
 def ops_all_finite(variable: Any) -> bool:

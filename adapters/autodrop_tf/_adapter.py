@@ -3,9 +3,11 @@
 :class:`AutoDrop` follows the reference adapter's order (reduce, preview, absorb,
 apply, snapshot, commit) over ``tf.Variable`` buffers, sets one learning rate, and
 is a ``tf.Module`` so that ``tf.train.Checkpoint(autodrop=...)`` saves its complete
-state: snapshots, steps, running averages and the core's JSON checkpoint (held in a
-``tf.string`` variable). It must not re-implement any decision rule: every decision
-comes from :class:`autodrop_core.Controller`.
+state: the snapshots x̂(t-1) and x̂(t-2) (and x(t-1) after an applied average), the
+running averages, and the core's JSON checkpoint with the buffers' layout (held in a
+``tf.string`` variable). An epoch end computes everything first and then writes the
+lr, the variables and the buffers, undoing them all if any write fails. It must not
+re-implement any decision rule: every decision comes from :class:`autodrop_core.Controller`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from autodrop_core import (
     check_lrs_unchanged,
     log_scalars,
 )
-from autodrop_tf._ops import EpochOps
+from autodrop_tf._ops import EpochOps, Layout
 from autodrop_tf._variables import LrHandle, unwrap_variables
 
 __all__ = ["AutoDrop"]
@@ -57,6 +59,16 @@ class _Host:
     synced_meta: bytes = b""
     reductions: tuple[float, float] | None = None
     history: list[Decision] = field(default_factory=list)
+
+
+def _set_lr(handle: LrHandle, lr: float) -> None:
+    """Write the lr (a seam: the fault tests make it fail)."""
+    handle.write(lr)
+
+
+def _set_meta(meta: tf.Variable, encoded: bytes) -> None:
+    """Write the checkpointed JSON (a seam: the fault tests make it fail)."""
+    meta.assign(encoded)
 
 
 def _one_lr(lrs: Sequence[float] | float | None, from_optimizer: float | None) -> tuple[float, ...]:
@@ -184,22 +196,34 @@ class AutoDrop(tf.Module):
         written, found = self._host.written, self._host.lr.read()
         if written is not None and found is not None:
             check_lrs_unchanged([written], [found], where="the optimizer's learning_rate", fix=_LR_FIX)
-        dot, sq_norm = self.buffers.reduce()
+        reads = self.buffers.reduce()
+        dot, sq_norm = reads.dot, reads.sq_norm
         self._host.reductions = (dot, sq_norm)
         try:
             decision, state = controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
             raise self._explain(err) from err
-        if decision.average_weight is not None and not (decision.apply_average and decision.average_weight == 1.0):
-            self.buffers.absorb(decision.average_weight)
-        if decision.apply_average and decision.average_weight != 1.0:
-            self.buffers.apply_average()
-        self._host.lr.write(decision.lrs[0])
+        plan = self.buffers.prepare(reads, decision.average_weight, decision.apply_average)
+        meta = self._meta(Controller(controller.config, state), plan.layout)
+        # Nothing has changed so far. Now the writes, each undone if a later one fails:
+        # the lr, then the caller's variables and the buffers, then the checkpointed meta.
+        lr_before = self._host.lr.read()
+        try:
+            _set_lr(self._host.lr, decision.lrs[0])
+            undo = self.buffers.commit(plan)
+            try:
+                _set_meta(self.meta, meta)
+            except BaseException:
+                undo()
+                raise
+        except BaseException:
+            if lr_before is not None:
+                self._host.lr.write(lr_before)
+            raise
+        self._host.synced_meta = meta
         self._host.written = self._host.lr.read()
-        self.buffers.flip()
         controller.commit(decision, state)
         self._host.history.append(decision)
-        self._write_meta()
         return decision
 
     def restart(self, lrs: Sequence[float] | float | None = None) -> None:
@@ -238,33 +262,48 @@ class AutoDrop(tf.Module):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly, as numpy copies and a JSON-safe core dict.
 
-        Keys: ``core`` (``Controller.to_dict()``), ``snapshot``, ``prev_step``,
-        ``average`` and ``extra_average`` (None when no drop is pending).
+        Keys: ``core`` (``Controller.to_dict()``), ``snapshot`` (x̂(t-1)), ``step_base``
+        (x̂(t-2), None in the first epoch), ``step_head`` (x(t-1), only in the epoch after
+        an applied average, else None), ``average`` and ``extra_average`` (float64, None
+        when no drop is pending). :meth:`load_state_dict` also accepts the old layout's
+        ``prev_step`` (an explicit float64 s(t-1)) in place of ``step_base``/``step_head``.
         """
         controller = self.controller
-        pending = controller.state.pending > 0
-        return {
-            "core": controller.to_dict(),
-            "snapshot": self.buffers.export("snapshot"),
-            "prev_step": self.buffers.export("prev_step"),
-            "average": self.buffers.export("average") if pending else None,
-            "extra_average": self.buffers.export("extra_average") if pending else None,
-        }
+        out: dict[str, Any] = {"core": controller.to_dict()}
+        for key in ("snapshot", "step_base", "step_head", "average", "extra_average"):
+            out[key] = self.buffers.export(key)
+        if self.buffers.layout.explicit:  # a restored old-layout state, before its first epoch end
+            out["prev_step"] = [np.concatenate([c.numpy() for c in chunks]).reshape(tuple(p.shape))
+                                for p, chunks in zip(self.buffers.params, self.buffers.explicit_step, strict=True)]
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output; shapes and settings must match. Sets the lr.
+        """Restore :meth:`state_dict`'s output (or the old layout's); shapes and settings must match. Sets the lr.
+
+        Everything is checked before anything is adopted: a refused state changes nothing.
 
         Raises:
             StateError, ConfigError: the core checkpoint is malformed or its settings differ.
             ValueError: a buffer's count or shape does not match the variables.
         """
         controller = self._checked_controller(state["core"])
-        arrays: dict[str, Sequence[Any]] = {}
-        for key in ("snapshot", "prev_step", "average", "extra_average"):
-            given, shapes = state.get(key), self.buffers.shapes(key)
+        pending = controller.state.pending > 0
+        old = "prev_step" in state and state.get("prev_step") is not None
+        if old and (state.get("step_base") is not None or state.get("step_head") is not None):
+            raise ValueError("state holds both prev_step (old layout) and step_base/step_head (new layout)")
+        if state.get("step_head") is not None and state.get("step_base") is None:
+            raise ValueError("state['step_head'] needs state['step_base'] (x̂(t-2)) as well")
+        arrays: dict[str, Sequence[Any] | None] = {}
+        for key in ("snapshot", "step_base", "step_head", "prev_step", "average", "extra_average"):
+            given = state.get(key)
+            shapes = self.buffers.shapes("snapshot" if key == "prev_step" else key)
             if given is None:
-                if key in ("snapshot", "prev_step") or (controller.state.pending > 0 and shapes):
+                if key == "snapshot" or (key in ("average", "extra_average") and pending and shapes):
                     raise ValueError(f"state[{key!r}] is missing: it is needed to resume this state")
+                arrays[key] = None
+                continue
+            if key in ("average", "extra_average") and not pending:
+                arrays[key] = None  # an old layout kept a stale average outside a window: not needed
                 continue
             if len(given) != len(shapes):
                 raise ValueError(f"state[{key!r}] holds {len(given)} arrays, expected {len(shapes)}")
@@ -272,11 +311,18 @@ class AutoDrop(tf.Module):
                 if tuple(np.shape(a)) != shape:
                     raise ValueError(f"state[{key!r}][{i}] has shape {np.shape(a)}, expected {shape}")
             arrays[key] = given
-        for key, given in arrays.items():
-            self.buffers.load(key, given)
+        explicit = arrays.pop("prev_step")
+        plan = self.buffers.plan_load(arrays, explicit)
+        meta = self._meta(controller, plan.layout)
+        undo = self.buffers.commit(plan)
+        try:
+            _set_meta(self.meta, meta)
+        except BaseException:
+            undo()
+            raise
+        self._host.synced_meta = meta
         self._host.controller = controller
         self._host.history = []
-        self._write_meta()
         self.apply_lr()
 
     def _checked_controller(self, core: Mapping[str, Any]) -> Controller:
@@ -290,28 +336,50 @@ class AutoDrop(tf.Module):
             raise StateError(f"the checkpoint holds {controller.config.num_groups} lr groups, expected 1")
         return controller
 
+    def _meta(self, controller: Controller, layout: Layout) -> bytes:
+        """The checkpointed JSON: the core state and which optional buffers are present."""
+        return json.dumps({"core": controller.to_dict(), "layout": layout.to_dict()}).encode()
+
     def _write_meta(self) -> None:
-        payload = json.dumps({"core": self._host.controller.to_dict(), "active": self.buffers.active})
-        encoded = payload.encode()
-        self.meta.assign(encoded)
+        encoded = self._meta(self._host.controller, self.buffers.layout)
+        _set_meta(self.meta, encoded)
         self._host.synced_meta = encoded
 
     def _sync(self) -> None:
-        """Adopt a state that ``tf.train.Checkpoint.restore`` wrote into :attr:`meta`."""
+        """Adopt a state that ``tf.train.Checkpoint.restore`` wrote into :attr:`meta`.
+
+        A checkpoint of the old layout (two halves of snapshots and float64 steps, which
+        this object no longer has) is recognised by its meta; its buffers, which the
+        restore kept aside, are attached under their old names, filled, and moved into
+        the new layout (its explicit step serves the next epoch end).
+        """
         raw = self.meta.numpy()
         if raw == self._host.synced_meta:
             return
         try:
             data = json.loads(raw)
-            active = data["active"]
+            old = "layout" not in data
+            active = data["active"] if old else None
+            layout = None if old else Layout.from_dict(data["layout"])
         except (ValueError, KeyError, TypeError) as err:
             raise StateError(f"restored autodrop_state is not an AutoDrop checkpoint: {raw[:80]!r}") from err
-        if active not in (0, 1):
+        if old and active not in (0, 1):
             raise StateError(f"restored autodrop_state has active={active!r}: expected 0 or 1")
-        self._host.controller = self._checked_controller(data["core"])
-        self.buffers.active = active
+        controller = self._checked_controller(data["core"])
+        if layout is not None:
+            try:
+                self.buffers.check(layout, controller.state.pending > 0)
+            except ValueError as err:
+                raise StateError(f"restored AutoDrop checkpoint is inconsistent: {err}") from err
+            self.buffers.layout = layout
+            self._host.synced_meta = raw
+        else:
+            self.buffers.attach_old_layout()
+            self.buffers.adopt_old_layout(active, controller.state.pending > 0)
+            self._host.controller = controller
+            self._write_meta()
+        self._host.controller = controller
         self._host.history = []
-        self._host.synced_meta = raw
         # A restore may bring the optimizer's saved lr along or not: which lr is in force is unknown
         # until apply_lr() or the next end_epoch writes one, so the ownership check skips one epoch.
         self._host.written = None

@@ -89,7 +89,7 @@ class TensorFlowDriver:
     max_examples: int | None = 25
     max_groups = 1  # AutoDrop(variables, optimizer) sets a single learning rate
     few_shapes = True  # tf.function traces once per set of shapes
-    #: snapshot and step buffers are cut into chunks of CHUNK elements: one element more takes two
+    #: reductions and running averages work in chunks of CHUNK elements: one element more takes two
     size_thresholds: tuple[int, ...] = (CHUNK + 1,)
     #: Keras keeps the learning rate in a float32 variable: it must hold float32(decision lr) exactly
     lr_dtype: Literal["float32"] = "float32"

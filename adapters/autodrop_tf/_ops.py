@@ -1,14 +1,24 @@
-"""The tensor work of one epoch end, as ``tf.function`` graphs over fixed variable lists.
+"""The tensor work of one epoch end: pure ``tf.function`` graphs, and an all-or-nothing commit.
 
-:class:`EpochOps` holds the adapter's buffers and three compiled steps:
+:class:`EpochOps` holds the adapter's buffers, per watched variable (issue 15's layout):
 
-* :meth:`EpochOps.reduce` forms s(t) = x(t) - x̂(t-1) element by element in float64,
-  returns the spec's two reductions (float64 sums per chunk of at most :data:`CHUNK`
-  elements, added chunk by chunk in a fixed order) and writes s(t) and x(t) into the
-  *inactive* half of a pair of buffers, so that the active half, the state the core has
-  accepted, is untouched until :meth:`EpochOps.flip`.
-* :meth:`EpochOps.absorb` folds x(t) into the float64 running average W.
-* :meth:`EpochOps.apply_average` writes W into the variables and re-takes the snapshot.
+* ``snapshot`` S = x̂(t-1), in the parameter's dtype;
+* ``step_base`` B = x̂(t-2), in the parameter's dtype, or absent (then s(t-1) = 0);
+* ``step_head`` A, present only for the one epoch after an applied average: x(t-1),
+  the parameters before the average was written (absent: A is S);
+* ``average`` W, float64 in chunks, only while a drop is pending.
+
+The previous step is never stored: s(t-1) = float64(A) - float64(B) is formed element
+by element inside the reduction, the same float64 rounding as the stored step of the
+old layout, so the reductions are bit-identical to it.
+
+The graphs behind :meth:`EpochOps.reduce` and :meth:`EpochOps.prepare` read the
+variables and buffers and return fresh tensors, writing nothing. Only
+:meth:`EpochOps.commit` writes (into the caller's variables when an average is applied,
+then into the buffer variables), in batches, each after a read of what it replaces (a
+backup); a failure puts back everything already written, so a failed epoch end leaves
+every variable as it was. TensorFlow assigns a tensor to a variable by sharing its
+buffer, and a read shares it too, so neither the backup nor the commit copies.
 
 This module decides nothing: the core decides and ``_adapter.py`` calls these steps in
 the order the spec gives. It must never reduce in float32, nor derive a step from dot
@@ -24,7 +34,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["EpochOps", "cast_rounded"]
+__all__ = ["EpochOps", "Plan", "Reads", "cast_rounded"]
 
 
 def cast_rounded(value: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -45,9 +55,9 @@ def cast_rounded(value: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return tf.cast(tf.bitcast(bits, tf.float32), dtype)
 
 
-#: Elements per chunk of a snapshot or step buffer. Working chunk by chunk keeps each
-#: float64 temporary small enough to be recycled by the allocator (a fresh 90 MB buffer
-#: per epoch costs page faults) and warm in cache; measured best among 2**14 .. 2**20.
+#: Elements per chunk of a reduction or of the running average. Working chunk by chunk
+#: keeps each float64 temporary small enough to be recycled by the allocator and warm
+#: in cache; measured best among 2**14 .. 2**20.
 CHUNK = 1 << 18
 
 
@@ -58,21 +68,43 @@ def chunk_sizes(size: int) -> list[int]:
     return [base + 1] * extra + [base] * (count - extra)
 
 
-def _buffer(var: Any, shape: Sequence[int], dtype: tf.DType, name: str) -> tf.Variable:
-    """A non-trainable zero buffer placed on ``var``'s device."""
+def _slot(var: Any, dtype: tf.DType, name: str) -> tf.Variable:
+    """A buffer variable of any shape on ``var``'s device, empty (absent) to begin with."""
     with tf.device(var.device):
-        return tf.Variable(tf.zeros(shape, dtype), trainable=False, name=name)
+        return tf.Variable(tf.zeros([0], dtype), shape=tf.TensorShape(None), trainable=False, name=name)
 
 
-def _chunks(var: Any, dtype: tf.DType, name: str) -> list[tf.Variable]:
-    """One flat buffer per chunk of ``var``."""
-    return [_buffer(var, [n], dtype, f"{name}_{j}") for j, n in enumerate(chunk_sizes(var.shape.num_elements()))]
-
-
-def _split(value: tf.Tensor, like: Sequence[tf.Variable]) -> list[tf.Tensor]:
-    """``value`` flattened and cut into the lengths of the chunk buffers ``like``."""
+def _split(value: tf.Tensor, sizes: Sequence[int]) -> list[tf.Tensor]:
+    """``value`` flattened and cut into chunks of ``sizes`` (views: no copy on CPU)."""
     flat = tf.reshape(value, [-1])
-    return [flat] if len(like) == 1 else tf.split(flat, [c.shape[0] for c in like])
+    return [flat] if len(sizes) == 1 else tf.split(flat, list(sizes))
+
+
+def _read(var: Any) -> tf.Tensor:
+    """The value of a variable as a tensor (it shares the buffer: no copy)."""
+    return tf.convert_to_tensor(var)
+
+
+def _empty(dtype: tf.DType) -> tf.Tensor:
+    return tf.zeros([0], dtype)
+
+
+# -- seams: every call that can fail goes through one of these (the fault tests wrap them) --------
+
+
+def _run_graph(stage: str, graph: Callable[..., Any], *args: Any) -> Any:
+    """Run one of the pure graphs (``stage`` names it: reduction, absorb, average)."""
+    return graph(*args)
+
+
+def _write_into(writer: Callable[[list[tf.Tensor]], Any], values: list[tf.Tensor]) -> Any:
+    """One batch of writes: into the caller's variables (an applied average) or into the buffers."""
+    return writer(values)
+
+
+def _assign(target: Any, value: tf.Tensor) -> None:
+    """One write inside a batch (runs at tracing time in a graph; per call with functions run eagerly)."""
+    target.assign(value)
 
 
 @dataclass
@@ -85,7 +117,55 @@ class _Untracked:
 
     params: list[Any]
     extras: list[Any]
+    sizes: list[list[int]]
+    extra_sizes: list[list[int]]
     graphs: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Layout:
+    """Which optional buffers are present (saved with the core state in the adapter's meta)."""
+
+    base: bool = False  #: B = x̂(t-2) is held; False: s(t-1) = 0
+    head: bool = False  #: A = x(t-1) is held (the epoch after an applied average)
+    explicit: bool = False  #: s(t-1) is an explicit float64 step (a state of the old layout, for one epoch)
+    average: bool = False  #: W is held
+
+    def to_dict(self) -> dict[str, bool]:
+        return {"base": self.base, "head": self.head, "explicit": self.explicit, "average": self.average}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Layout:
+        if not isinstance(data, dict) or set(data) != {"base", "head", "explicit", "average"} or not all(
+            isinstance(v, bool) for v in data.values()
+        ):
+            raise ValueError(f"layout {data!r}: expected booleans base, head, explicit, average")
+        layout = cls(**data)
+        if layout.explicit and (layout.base or layout.head):
+            raise ValueError(f"layout {data!r}: an explicit step excludes base and head")
+        return layout
+
+
+@dataclass
+class Reads:
+    """What :meth:`EpochOps.reduce` computed and read: the reductions, x(t) and x̂(t-1) (shared buffers)."""
+
+    dot: float
+    sq_norm: float
+    xs: list[tf.Tensor]
+    snaps: list[tf.Tensor]
+
+
+@dataclass
+class Plan:
+    """The tensors one epoch end produces, before any is written (see :meth:`EpochOps.prepare`)."""
+
+    layout: Layout
+    #: per group of buffers (``snapshot``, ``step_base``, ``step_head``, ``average``, ``explicit_step``),
+    #: the new value of each of its variables (absent buffers get an empty tensor)
+    groups: list[tuple[str, list[tf.Tensor]]]
+    #: the applied average, per caller variable (parameters, then extras); empty: nothing written
+    written: list[tf.Tensor]
 
 
 class EpochOps(tf.Module):
@@ -95,141 +175,362 @@ class EpochOps(tf.Module):
         params: the trainable variables x (plain ``tf.Variable`` or distributed ones).
         extras: float variables averaged with the parameters but left out of the
             reductions (BatchNorm moving statistics).
-        averaging: allocate the float64 running average (not needed when
-            ``drop_delay == 1``, where the average is x(t) itself).
+        averaging: keep a running average (not needed when ``drop_delay == 1``, where
+            the average is x(t) itself).
     """
 
     def __init__(self, params: Sequence[Any], extras: Sequence[Any], averaging: bool) -> None:
         super().__init__(name="autodrop_buffers")
-        self._held = _Untracked(list(params), list(extras))
-        params, extras = self._held.params, self._held.extras
-        # Two halves: [active, spare], each a list (per variable) of flat chunk buffers.
-        # Snapshots keep the parameter's dtype (an exact copy of x̂); steps are float64
-        # (the exact difference of two floats).
-        self.snapshots = [[_chunks(p, p.dtype, f"snapshot{half}_{i}") for i, p in enumerate(params)] for half in (0, 1)]
-        self.steps = [[_chunks(p, tf.float64, f"step{half}_{i}") for i, p in enumerate(params)] for half in (0, 1)]
-        self.average = [_chunks(p, tf.float64, f"average_{i}") for i, p in enumerate(params)] if averaging else []
-        self.extra_average = (
-            [_chunks(e, tf.float64, f"extra_average_{i}") for i, e in enumerate(extras)] if averaging else []
+        params, extras = list(params), list(extras)
+        sizes = [chunk_sizes(p.shape.num_elements()) for p in params]
+        extra_sizes = [chunk_sizes(e.shape.num_elements()) for e in extras]
+        self._held = _Untracked(params, extras, sizes, extra_sizes)
+        self.snapshot = [_slot(p, p.dtype, f"snapshot_{i}") for i, p in enumerate(params)]
+        self.step_base = [_slot(p, p.dtype, f"step_base_{i}") for i, p in enumerate(params)]
+        self.step_head = [_slot(p, p.dtype, f"step_head_{i}") for i, p in enumerate(params)]
+        # the float64 running average, in chunks (the names and nesting of the old layout's, so an
+        # old checkpoint's average restores into them)
+        self.average = (
+            [[_slot(p, tf.float64, f"average_{i}_{j}") for j in range(len(s))] for i, (p, s) in
+             enumerate(zip(params, sizes, strict=True))] if averaging else []
         )
-        self.active = 0
+        self.extra_average = (
+            [[_slot(e, tf.float64, f"extra_average_{i}_{j}") for j in range(len(s))] for i, (e, s) in
+             enumerate(zip(extras, extra_sizes, strict=True))] if averaging else []
+        )
+        #: an explicit float64 s(t-1) from a state of the old layout, chunked (one epoch only)
+        self.explicit_step = [[_slot(p, tf.float64, f"explicit_step_{i}_{j}") for j in range(len(s))]
+                              for i, (p, s) in enumerate(zip(params, sizes, strict=True))]
+        self.layout = Layout()
         graphs = self._held.graphs
-        for half in (0, 1):
-            graphs[f"reduce{half}"] = tf.function(self._make_reduce(half))
-            graphs[f"snapshot{half}"] = tf.function(self._make_snapshot(half))
-        graphs["absorb"] = tf.function(self._absorb)
-        graphs["apply"] = tf.function(self._apply)
+        for kind in ("zero", "base", "head", "explicit"):
+            graphs[f"reduce_{kind}"] = tf.function(self._make_reduce(kind))
+        graphs["absorb_first"] = tf.function(self._make_absorb(True))
+        graphs["absorb"] = tf.function(self._make_absorb(False))
+        graphs["round"] = tf.function(self._round)
 
-    # -- graph bodies -------------------------------------------------------------
+    # -- graph bodies (pure: tensors in, tensors out) ---------------------------------
 
-    def _make_reduce(self, src: int) -> Any:
-        dst = 1 - src
+    def _make_reduce(self, kind: str) -> Any:
+        sizes = self._held.sizes
 
-        def reduce() -> tuple[tf.Tensor, tf.Tensor]:
+        def reduce() -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
             dot = tf.constant(0.0, tf.float64)
             sq_norm = tf.constant(0.0, tf.float64)
-            columns = (self._held.params, self.snapshots[src], self.steps[src], self.steps[dst], self.snapshots[dst])
-            for x_var, snaps, prevs, new_steps, new_snaps in zip(*columns, strict=True):
-                x_parts = _split(tf.convert_to_tensor(x_var), snaps)
-                for x, snap, prev, new_step, new_snap in zip(x_parts, snaps, prevs, new_steps, new_snaps, strict=True):
-                    step = tf.cast(x, tf.float64) - tf.cast(snap, tf.float64)
-                    # fused float64 reductions, no product temporaries: a dot and a sum of squares
-                    dot += tf.tensordot(step, prev, 1)
-                    sq_norm += 2.0 * tf.nn.l2_loss(step)
-                    new_step.assign(step)
-                    new_snap.assign(x)
-            return dot, sq_norm
+            xs, snaps = [], []
+            for i, (x_var, s_var) in enumerate(zip(self._held.params, self.snapshot, strict=True)):
+                x, snap = tf.convert_to_tensor(x_var), tf.convert_to_tensor(s_var)
+                xs.append(x)
+                snaps.append(snap)
+                x_parts, s_parts = _split(x, sizes[i]), _split(snap, sizes[i])
+                if kind == "base":
+                    h_parts, b_parts = s_parts, _split(tf.convert_to_tensor(self.step_base[i]), sizes[i])
+                elif kind == "head":
+                    h_parts = _split(tf.convert_to_tensor(self.step_head[i]), sizes[i])
+                    b_parts = _split(tf.convert_to_tensor(self.step_base[i]), sizes[i])
+                for j, (xc, sc) in enumerate(zip(x_parts, s_parts, strict=True)):
+                    # one chunk at a time (its float64 temporaries start after the previous chunk's
+                    # sums): the executor would otherwise run ahead and hold many of them at once
+                    with tf.control_dependencies([dot, sq_norm]):
+                        s64 = tf.cast(sc, tf.float64)
+                        step = tf.cast(xc, tf.float64) - s64
+                        # fused float64 reductions, no product temporaries: a dot and a sum of squares
+                        if kind == "explicit":
+                            dot += tf.tensordot(step, tf.convert_to_tensor(self.explicit_step[i][j]), 1)
+                        elif kind != "zero":
+                            head = s64 if kind == "base" else tf.cast(h_parts[j], tf.float64)
+                            prev = head - tf.cast(b_parts[j], tf.float64)  # s(t-1), formed on the fly
+                            dot += tf.tensordot(step, prev, 1)
+                        sq_norm += 2.0 * tf.nn.l2_loss(step)
+            return dot, sq_norm, xs, snaps
 
         return reduce
 
-    def _make_snapshot(self, dst: int) -> Any:
-        def snapshot(clear_steps: bool) -> tf.Tensor:
-            for x_var, snaps, steps in zip(self._held.params, self.snapshots[dst], self.steps[dst], strict=True):
-                for x, snap, step in zip(_split(tf.convert_to_tensor(x_var), snaps), snaps, steps, strict=True):
-                    snap.assign(x)
-                    if clear_steps:
-                        step.assign(tf.zeros_like(step))
-            return tf.constant(True)
+    def _make_absorb(self, first: bool) -> Any:
+        sizes = self._held.sizes + self._held.extra_sizes
 
-        return snapshot
+        def absorb(weight: tf.Tensor) -> list[list[tf.Tensor]]:
+            out = []
+            variables = self._held.params + self._held.extras
+            averages = self.average + self.extra_average
+            last: list[tf.Tensor] = []
+            for i, var in enumerate(variables):
+                parts = _split(tf.convert_to_tensor(var), sizes[i])
+                olds = [None] * len(parts) if first else [tf.convert_to_tensor(c) for c in averages[i]]
+                chunks = []
+                for xc, w in zip(parts, olds, strict=True):
+                    with tf.control_dependencies(last):  # one chunk at a time, as in reduce
+                        new = tf.cast(xc, tf.float64) if w is None else w + weight * (tf.cast(xc, tf.float64) - w)
+                    chunks.append(new)
+                    last = [new]
+                out.append(chunks)
+            return out
 
-    def _absorb(self, weight: tf.Tensor, first: bool) -> tf.Tensor:
-        for var, avgs in zip(self._held.params + self._held.extras, self.average + self.extra_average, strict=True):
-            for x, avg in zip(_split(tf.convert_to_tensor(var), avgs), avgs, strict=True):
-                if first:
-                    avg.assign(tf.cast(x, tf.float64))
-                else:
-                    avg.assign_add(weight * (tf.cast(x, tf.float64) - avg))
-        return tf.constant(True)
+        return absorb
 
-    def _apply(self) -> tf.Tensor:
-        for var, avgs in zip(self._held.params + self._held.extras, self.average + self.extra_average, strict=True):
-            flat = tf.concat([cast_rounded(avg, var.dtype) for avg in avgs], axis=0)
-            var.assign(tf.reshape(flat, var.shape))
-        return tf.constant(True)
+    def _round(self, averages: list[list[tf.Tensor]]) -> list[tf.Tensor]:
+        variables = self._held.params + self._held.extras
+        out = []
+        for var, chunks in zip(variables, averages, strict=True):
+            flat = tf.concat([cast_rounded(c, var.dtype) for c in chunks], axis=0) if len(chunks) > 1 else (
+                cast_rounded(chunks[0], var.dtype))
+            out.append(tf.reshape(flat, var.shape))
+        return out
 
-    # -- host-side entry points ---------------------------------------------------
+    def _writer(self, key: tuple[str, ...]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """Two graphs over the variables of the groups in ``key``: one reads them all (the backup:
+        references, no copy), one writes new values into them."""
+        name = "write:" + ",".join(key)
+        graphs = self._held.graphs
+        if name not in graphs:
+            targets = self._targets(key)
+
+            def read() -> list[tf.Tensor]:
+                return [tf.convert_to_tensor(t) for t in targets]
+
+            def write(values: list[tf.Tensor]) -> tf.Tensor:
+                for target, value in zip(targets, values, strict=True):
+                    _assign(target, value)
+                return tf.constant(True)
+
+            graphs["read:" + ",".join(key)] = tf.function(read)
+            graphs[name] = tf.function(write)
+        return graphs["read:" + ",".join(key)], graphs[name]
+
+    def _targets(self, key: Sequence[str]) -> list[Any]:
+        out: list[Any] = []
+        for group in key:
+            if group == "variables":
+                out += self._held.params + self._held.extras
+            elif group in ("average", "explicit_step"):
+                chunks = self.average + self.extra_average if group == "average" else self.explicit_step
+                out += [c for g in chunks for c in g]
+            else:
+                out += getattr(self, group)
+        return out
+
+    # -- host-side entry points -------------------------------------------------------
 
     @property
     def params(self) -> list[Any]:
         """The measured variables (not tracked: they belong to the caller's checkpoint)."""
         return self._held.params
 
-    def reduce(self) -> tuple[float, float]:
-        """dot and sq_norm for this epoch; fills the spare half, leaves the active one alone."""
-        dot, sq_norm = self._held.graphs[f"reduce{self.active}"]()
-        return float(dot), float(sq_norm)
+    def _prev_kind(self) -> str:
+        layout = self.layout
+        if layout.explicit:
+            return "explicit"
+        if layout.head:
+            return "head"
+        return "base" if layout.base else "zero"
 
-    def absorb(self, weight: float) -> None:
-        """W = W + weight * (x - W) in float64 (weight 1 starts W at x)."""
-        self._held.graphs["absorb"](tf.constant(weight, tf.float64), weight == 1.0)
+    def reduce(self) -> Reads:
+        """dot and sq_norm for this epoch (float64, chunk by chunk in a fixed order); writes nothing."""
+        graph = self._held.graphs[f"reduce_{self._prev_kind()}"]
+        dot, sq_norm, xs, snaps = _run_graph("reduction", graph)
+        return Reads(float(dot), float(sq_norm), list(xs), list(snaps))
 
-    def apply_average(self) -> None:
-        """Write W into the variables and retake the spare snapshot from them."""
-        self._held.graphs["apply"]()
-        self._held.graphs[f"snapshot{1 - self.active}"](False)
+    def prepare(self, reads: Reads, weight: float | None, apply: bool) -> Plan:
+        """The new buffers (and the values an applied average writes), as fresh tensors; writes nothing.
 
-    def _kind(self, kind: str) -> tuple[list[Any], list[list[tf.Variable]]]:
-        """The variables and per-variable chunk buffers that make up one part of the state."""
-        if kind == "snapshot":
-            return self._held.params, self.snapshots[self.active]
-        if kind == "prev_step":
-            return self._held.params, self.steps[self.active]
+        Args:
+            reads: what :meth:`reduce` read (x(t) shares the variables' buffers: TensorFlow
+                copies on their next write).
+            weight: the decision's ``average_weight`` (None: x(t) is not absorbed).
+            apply: the decision applies the average.
+        """
+        averaging = bool(self.average) or bool(self.extra_average)
+        current, old_snaps = reads.xs, reads.snaps
+        new_average: list[list[tf.Tensor]] | None = None
+        if weight is not None and not (apply and weight == 1.0):
+            graph = self._held.graphs["absorb_first" if weight == 1.0 else "absorb"]
+            new_average = _run_graph("absorb", graph, tf.constant(weight, tf.float64))
+        written: list[tf.Tensor] = []
+        if apply and weight != 1.0:
+            assert new_average is not None
+            written = list(_run_graph("average", self._held.graphs["round"], new_average))
+        n = len(current)
+        groups: list[tuple[str, list[tf.Tensor]]] = []
+        if written:  # the epoch after an applied average: S = the written average, A = x(t), B = x̂(t-1)
+            groups += [("snapshot", written[:n]), ("step_head", current)]
+        else:
+            groups.append(("snapshot", current))
+            if self.layout.head:
+                groups.append(("step_head", [_empty(a.dtype) for a in self.step_head]))
+        groups.append(("step_base", old_snaps))
+        if self.layout.explicit:
+            groups.append(("explicit_step", [_empty(tf.float64) for g in self.explicit_step for _ in g]))
+        keep_average = new_average is not None and not apply
+        if averaging and (keep_average or self.layout.average):
+            chunks = [c for group in self.average + self.extra_average for c in group]
+            values = [v for group in new_average for v in group] if keep_average and new_average is not None else [
+                _empty(tf.float64) for _ in chunks]
+            groups.append(("average", values))
+        layout = Layout(base=True, head=bool(written), explicit=False, average=keep_average and averaging)
+        return Plan(layout=layout, groups=groups, written=written)
+
+    def commit(self, plan: Plan) -> Callable[[], None]:
+        """Write ``plan`` into the caller's variables (an applied average) and then the buffers, all or nothing.
+
+        Each write returns the values it replaced (references: no copy); if a later write
+        fails, the ones already written get their old values back before the error
+        propagates. Returns an undo function that puts everything back (for a failure
+        after the commit, e.g. in the lr write).
+        """
+        done: list[tuple[list[Any], list[tf.Tensor]]] = []
+        old_layout = self.layout
+
+        def undo() -> None:
+            for targets, olds in reversed(done):
+                for target, old in zip(targets, olds, strict=True):
+                    target.assign(old)
+            self.layout = old_layout
+
+        batches: list[tuple[tuple[str, ...], list[tf.Tensor]]] = []
+        if plan.written:
+            batches.append((("variables",), plan.written))
+        key = tuple(name for name, _ in plan.groups)
+        batches.append((key, [v for _, values in plan.groups for v in values]))
+        try:
+            for key, values in batches:
+                read, write = self._writer(key)
+                # the backup first: a write that fails half way is put back as a whole
+                done.append((self._targets(key), list(read())))
+                _write_into(write, values)
+        except BaseException:
+            undo()
+            raise
+        self.layout = plan.layout
+        return undo
+
+    def restart(self) -> None:
+        """x̂ = current variables, s = 0, no average (a fresh start)."""
+        for s, p in zip(self.snapshot, self._held.params, strict=True):
+            s.assign(_read(p))
+        for var in self.step_base + self.step_head:
+            var.assign(_empty(var.dtype))
+        for chunks in self.average + self.extra_average + self.explicit_step:
+            for c in chunks:
+                c.assign(_empty(tf.float64))
+        self.layout = Layout()
+
+    def check(self, layout: Layout, pending: bool) -> None:
+        """Refuse a restored layout that does not fit the restored buffers (ValueError naming the first)."""
+        if layout.average != (pending and bool(self.average)):
+            raise ValueError(f"layout says average={layout.average} but the core has pending={pending}")
+        params, sizes = self._held.params, self._held.sizes
+        for kind, present in (("snapshot", True), ("step_base", layout.base), ("step_head", layout.head)):
+            for i, (p, var) in enumerate(zip(params, getattr(self, kind), strict=True)):
+                want = tuple(p.shape) if present else (0,)
+                got = tuple(var.numpy().shape)
+                if got != want:
+                    raise ValueError(f"{kind}[{i}] (of {p.name}) has shape {got}, expected {want}")
+        groups = [("average", self.average, sizes + self._held.extra_sizes, layout.average),
+                  ("explicit_step", self.explicit_step, sizes, layout.explicit)]
+        for kind, buffers, lengths, present in groups:
+            chunks = buffers if kind == "explicit_step" else self.average + self.extra_average
+            for i, (group, n) in enumerate(zip(chunks, lengths, strict=False)):
+                for j, (c, size) in enumerate(zip(group, n, strict=True)):
+                    got = c.shape.num_elements() if c.shape.rank is not None else int(tf.size(c))
+                    if got != (size if present else 0):
+                        raise ValueError(f"{kind}[{i}][{j}] holds {got} elements, expected {size if present else 0}")
+
+    # -- state export and import ------------------------------------------------------
+
+    def _variables_of(self, kind: str) -> tuple[list[Any], list[Any]]:
+        if kind in ("snapshot", "step_base", "step_head"):
+            return self._held.params, getattr(self, kind)
         if kind == "average":
             return self._held.params, self.average
         if kind == "extra_average":
             return self._held.extras, self.extra_average
         raise KeyError(kind)
 
-    def export(self, kind: str) -> list[np.ndarray]:
-        """Copies of one part of the state (``snapshot`` and ``prev_step`` from the active
-        half, ``average``, ``extra_average``), one array per variable in its shape."""
-        variables, buffers = self._kind(kind)
-        return [
-            np.concatenate([c.numpy() for c in chunks]).reshape(tuple(v.shape))
-            for v, chunks in zip(variables, buffers, strict=False)
-        ]
+    def present(self, kind: str) -> bool:
+        """Whether the buffers of ``kind`` hold a value now."""
+        layout = self.layout
+        return {"snapshot": True, "step_base": layout.base, "step_head": layout.head,
+                "average": layout.average, "extra_average": layout.average}[kind]
+
+    def export(self, kind: str) -> list[np.ndarray] | None:
+        """Copies of one part of the state, one array per variable in its shape (None: absent)."""
+        if not self.present(kind):
+            return None
+        variables, buffers = self._variables_of(kind)
+        out = []
+        for v, buf in zip(variables, buffers, strict=True):
+            parts = [c.numpy() for c in buf] if isinstance(buf, list) else [buf.numpy()]
+            out.append(np.concatenate([np.reshape(p, -1) for p in parts]).reshape(tuple(v.shape)))
+        return out
 
     def shapes(self, kind: str) -> list[tuple[int, ...]]:
         """The array shapes :meth:`load` expects for ``kind`` (none without averaging buffers)."""
-        variables, buffers = self._kind(kind)
+        variables, buffers = self._variables_of(kind)
         return [tuple(v.shape) for v in variables] if buffers else []
 
-    def load(self, kind: str, arrays: Sequence[np.ndarray]) -> None:
-        """Write arrays shaped as :meth:`shapes` says into the buffers of ``kind``."""
-        _, buffers = self._kind(kind)
-        for chunks, array in zip(buffers, arrays, strict=True):
-            flat = np.asarray(array).reshape(-1)
-            start = 0
-            for c in chunks:
-                size = c.shape.num_elements()
-                c.assign(np.asarray(flat[start : start + size], dtype=c.dtype.as_numpy_dtype))
-                start += size
+    def plan_load(self, arrays: dict[str, Sequence[np.ndarray] | None], explicit: Sequence[np.ndarray] | None) -> Plan:
+        """A plan that puts checked arrays into the buffers (``explicit``: an old layout's float64 step)."""
 
-    def flip(self) -> None:
-        """Adopt the spare half (written by :meth:`reduce`) as the active state."""
-        self.active = 1 - self.active
+        def put(var: tf.Variable, array: Any, dtype: tf.DType, shape: Sequence[int]) -> tf.Tensor:
+            with tf.device(var.device):
+                return tf.reshape(tf.constant(np.asarray(array, dtype=dtype.as_numpy_dtype)), shape)
 
-    def restart(self) -> None:
-        """x̂ = current variables, s = 0, in the active half (a fresh start)."""
-        self._held.graphs[f"snapshot{self.active}"](True)
+        def chunked(buffers: list[list[tf.Variable]], sizes: list[list[int]], given: Sequence[Any] | None) -> list[
+                tf.Tensor]:
+            out = []
+            for k, (chunks, lengths) in enumerate(zip(buffers, sizes, strict=False)):
+                flat = None if given is None else np.asarray(given[k], np.float64).reshape(-1)
+                start = 0
+                for c, n in zip(chunks, lengths, strict=True):
+                    if flat is None:
+                        out.append(put(c, np.zeros(0), tf.float64, [0]))
+                    else:
+                        out.append(put(c, flat[start : start + n], tf.float64, [n]))
+                    start += n
+            return out
+
+        groups: list[tuple[str, list[tf.Tensor]]] = []
+        for kind in ("snapshot", "step_base", "step_head"):
+            given = arrays.get(kind)
+            values = []
+            for i, (p, var) in enumerate(zip(self._held.params, getattr(self, kind), strict=True)):
+                values.append(put(var, np.zeros(0), p.dtype, [0]) if given is None else
+                              put(var, given[i], p.dtype, tuple(p.shape)))
+            groups.append((kind, values))
+        groups.append(("average", chunked(self.average, self._held.sizes, arrays.get("average")) + chunked(
+            self.extra_average, self._held.extra_sizes, arrays.get("extra_average"))))
+        groups.append(("explicit_step", chunked(self.explicit_step, self._held.sizes, explicit)))
+        layout = Layout(base=arrays.get("step_base") is not None, head=arrays.get("step_head") is not None,
+                        explicit=explicit is not None,
+                        average=arrays.get("average") is not None and bool(self.average))
+        return Plan(layout=layout, groups=groups, written=[])
+
+    # -- states of the old layout (explicit float64 step, two halves) -----------------
+
+    def attach_old_layout(self) -> None:
+        """Add the old layout's buffers under their old names, so that a ``tf.train.Checkpoint``
+        restore that already ran fills them (TensorFlow keeps unmatched values for later)."""
+        def halves(dtype_of: Callable[[Any], tf.DType], name: str) -> list[list[list[tf.Variable]]]:
+            return [[[_slot(p, dtype_of(p), f"{name}{h}_{i}_{j}") for j in range(len(s))]
+                     for i, (p, s) in enumerate(zip(self._held.params, self._held.sizes, strict=True))]
+                    for h in (0, 1)]
+
+        self.snapshots = halves(lambda p: p.dtype, "old_snapshot")
+        self.steps = halves(lambda p: tf.float64, "old_step")
+
+    def adopt_old_layout(self, active: int, pending: bool) -> None:
+        """Move an old-layout state (filled by :meth:`attach_old_layout`) into the new buffers."""
+        old_snaps, old_steps = self.snapshots[active], self.steps[active]
+        arrays: dict[str, Sequence[np.ndarray] | None] = {
+            "snapshot": [np.concatenate([c.numpy().reshape(-1) for c in chunks]).reshape(tuple(p.shape))
+                         for p, chunks in zip(self._held.params, old_snaps, strict=True)],
+        }
+        explicit = [np.concatenate([c.numpy().reshape(-1) for c in chunks]) for chunks in old_steps]
+        if pending and self.average:
+            arrays["average"] = [np.concatenate([c.numpy().reshape(-1) for c in chunks]) for chunks in self.average]
+            arrays["extra_average"] = [np.concatenate([c.numpy().reshape(-1) for c in chunks])
+                                       for chunks in self.extra_average]
+        plan = self.plan_load(arrays, explicit)
+        self.commit(plan)
+        del self.snapshots
+        del self.steps

@@ -63,6 +63,31 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
 
 
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+
+def _nbytes(tensors: list | None) -> int:
+    return sum(int(np.prod(t.shape)) * _ITEMSIZE[keras.backend.standardize_dtype(t.dtype)] for t in tensors or [])
+
+
+class MemoryProbe(keras.callbacks.Callback):
+    """After AutoDrop's epoch end: the bytes its buffers hold per trainable parameter, and the window state."""
+
+    def __init__(self, autodrop: AutoDropCallback) -> None:
+        super().__init__()
+        self.autodrop = autodrop
+        self.epochs: list[dict[str, object]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        a = self.autodrop
+        n = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        held = sum(_nbytes(getattr(a, name, None)) for name in ("_snapshot", "_base", "_head", "_explicit",
+                                                                 "_prev_step", "_average"))
+        decision = a.history[-1]
+        self.epochs.append({"bytes_per_param": held / n, "pending": a.controller.state.pending > 0,
+                            "applied": decision.apply_average and decision.average_weight != 1.0})
+
+
 def _weights(model: keras.Model) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.weights + model.optimizer.variables]
 
@@ -109,8 +134,9 @@ def main() -> None:
     model = make_model()
     start = [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.trainable_variables]
     recorder, autodrop, after = Recorder(), AutoDropCallback(**SETTINGS), Recorder()
+    probe = MemoryProbe(autodrop)
     fit = model.fit(
-        x, y, batch_size=16, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[recorder, autodrop, after]
+        x, y, batch_size=16, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[recorder, autodrop, after, probe]
     )
 
     params = [a.copy() for a in start]
@@ -149,6 +175,8 @@ def main() -> None:
         "conflict": conflict,
         "stats_errors": stats_errors,
         "resume": resume_checks(sys.argv[1]),
+        "memory": probe.epochs,
+        "acc": autodrop._acc,
         "env": os.environ.get("KERAS_BACKEND"),
     }))
 

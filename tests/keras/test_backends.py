@@ -62,6 +62,20 @@ def test_fit_on_the_backend_decides_as_the_numpy_reference_averages_batchnorm_an
     assert "ReduceLROnPlateau" in str(report["conflict"])
     # interrupted inside an averaging window, resumed through BackupAndRestore and through
     # ModelCheckpoint + load_model: the same decisions and bit-identical weights and optimizer state
+    # bytes held per float32 parameter (trainable; the BatchNorm statistics' average is not counted):
+    # 2 copies (8 B) outside a window, + W (8 B in float64, 4 B in float32) inside, 3 copies only
+    # in the epoch after an applied average
+    memory = report["memory"]
+    assert isinstance(memory, list) and len(memory) == 20
+    acc = {"float64": 8, "float32": 4}[str(report["acc"])]
+    for e in memory:
+        if e["pending"]:
+            assert e["bytes_per_param"] == 8 + acc, e
+        elif e["applied"]:
+            assert e["bytes_per_param"] == 12, e
+        else:
+            assert e["bytes_per_param"] == 8, e
+    assert any(e["pending"] for e in memory) and any(e["applied"] for e in memory)
     resume = report["resume"]
     assert isinstance(resume, dict)
     assert resume == {"inside": resume["inside"], "bar_decisions_equal": True, "bar_weights_equal": True,

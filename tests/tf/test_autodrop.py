@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -158,8 +159,10 @@ def test_nan_in_a_variable_is_refused_naming_the_epoch_and_leaves_everything_unc
     assert info.value.epoch == 5
     after = autodrop.state_dict()
     assert after["core"] == before["core"]
-    for key in ("snapshot", "prev_step"):
-        for a, b in zip(after[key], before[key]):
+    assert set(after) == set(before)
+    for key in ("snapshot", "step_base", "step_head", "average", "extra_average"):
+        assert (after[key] is None) == (before[key] is None), key
+        for a, b in zip(after[key] or [], before[key] or []):
             np.testing.assert_array_equal(a, b)
     walk.tf_vars[1].assign(good)  # the caller repairs the epoch and retries it
     for _ in range(6):
@@ -238,3 +241,28 @@ def test_setup_errors_say_what_is_wrong() -> None:
         AutoDrop(walk.tf_vars, keras.optimizers.SGD(learning_rate=lambda: 0.1))
     with pytest.raises(ConfigError, match=r"drop_delay=0 is invalid"):
         AutoDrop(walk.tf_vars, lrs=0.1, drop_delay=0)
+
+
+def test_a_checkpoint_whose_layout_does_not_fit_its_buffers_is_refused(tmp_path: Any) -> None:
+    walk = Walk()
+    original = AutoDrop(walk.tf_vars, lrs=0.1, **SETTINGS)
+    for _ in range(20):
+        walk.train(original.lr)
+        if original.end_epoch().triggered:
+            break
+    assert original.controller.state.pending == 1
+    meta = json.loads(original.meta.numpy())
+    meta["layout"]["average"] = False  # says no running average although a drop is pending
+    original.meta.assign(json.dumps(meta).encode())
+    path = tf.train.Checkpoint(autodrop=original).write(str(tmp_path / "ad"))
+    restored = AutoDrop([tf.Variable(v.numpy()) for v in walk.tf_vars], lrs=0.1, **SETTINGS)
+    tf.train.Checkpoint(autodrop=restored).read(path).assert_consumed()
+    with pytest.raises(StateError, match=r"inconsistent: layout says average=False but the core has pending=True"):
+        restored.end_epoch()
+    meta["layout"]["average"] = True
+    meta["layout"]["head"] = True  # says x(t-1) is held, but the buffer is empty
+    original.meta.assign(json.dumps(meta).encode())
+    path = tf.train.Checkpoint(autodrop=original).write(str(tmp_path / "ad2"))
+    tf.train.Checkpoint(autodrop=restored).read(path).assert_consumed()
+    with pytest.raises(StateError, match=r"step_head\[0\] .* has shape \(0,\), expected \(3, 4\)"):
+        restored.end_epoch()
