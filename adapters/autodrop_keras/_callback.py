@@ -29,14 +29,17 @@ import keras
 import numpy as np
 
 from autodrop_core import (
+    DEFAULT_HISTORY_SIZE,
     AutoDropConfig,
     Controller,
     Decision,
+    DecisionHistory,
     InvalidReductionError,
     StateError,
     check_lrs_unchanged,
     log_scalars,
 )
+from autodrop_core._history import check_history_size
 
 __all__ = ["AutoDropCallback", "accumulation_dtype"]
 
@@ -94,6 +97,8 @@ class AutoDropCallback(keras.callbacks.Callback):
     Args:
         average_non_trainable: average the model's float non-trainable weights
             (BatchNorm moving statistics) with the parameters.
+        history_size: how many of the latest decisions :attr:`history` keeps (default
+            100); None keeps every one.
         **settings: the spec's keyword settings: ``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
             ``reset_on_drop``, validated at construction.
@@ -121,9 +126,11 @@ class AutoDropCallback(keras.callbacks.Callback):
         average_non_trainable: bool = True,
         state_dir: str | os.PathLike[str] | None = None,
         keep: int = 2,
+        history_size: int | None = DEFAULT_HISTORY_SIZE,
         **settings: Any,
     ) -> None:
         super().__init__()
+        self._history_size = check_history_size(history_size)
         AutoDropConfig(lrs=(1.0,), **settings)  # validate now
         if keep < 1:
             raise ValueError(f"keep={keep!r}: expected an integer >= 1 (state files kept in state_dir)")
@@ -132,7 +139,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         self._settings = dict(settings)
         self._average_non_trainable = average_non_trainable
         self.controller: Controller | None = None
-        self.history: list[Decision] = []
+        self.history = DecisionHistory(limit=self._history_size)
         self.last_reductions: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ events
@@ -178,7 +185,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         self._average: list[Any] | None = None
         self._extra_average: list[Any] | None = None
         self._written = lr
-        self.history = []
+        self.history = DecisionHistory(limit=self._history_size)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         used = _read(self._lr)
@@ -269,7 +276,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         self._average, self._extra_average = average, extra_average
         self._lr.assign(controller.lrs[0])
         self._written = _read(self._lr)
-        self.history = []
+        self.history = DecisionHistory(limit=self._history_size)
 
     # ------------------------------------------------------------------ work
     def _end_epoch(self) -> Decision:

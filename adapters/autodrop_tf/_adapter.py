@@ -22,14 +22,17 @@ import numpy as np
 import tensorflow as tf
 
 from autodrop_core import (
+    DEFAULT_HISTORY_SIZE,
     AutoDropConfig,
     Controller,
     Decision,
+    DecisionHistory,
     InvalidReductionError,
     StateError,
     check_lrs_unchanged,
     log_scalars,
 )
+from autodrop_core._history import check_history_size
 from autodrop_tf._ops import EpochOps, Layout
 from autodrop_tf._variables import LrHandle, unwrap_variables
 
@@ -58,7 +61,7 @@ class _Host:
     written: float | None = None
     synced_meta: bytes = b""
     reductions: tuple[float, float] | None = None
-    history: list[Decision] = field(default_factory=list)
+    history: DecisionHistory = field(default_factory=DecisionHistory)
 
 
 def _set_lr(handle: LrHandle, lr: float) -> None:
@@ -102,6 +105,8 @@ class AutoDrop(tf.Module):
         lrs: the starting lr (one float; read from ``optimizer`` when omitted).
         extra_variables: float variables averaged along with ``variables`` but not
             measured, e.g. BatchNorm moving statistics.
+        history_size: how many of the latest decisions :attr:`history` keeps (default
+            100); None keeps every one.
         **settings: the spec's keyword settings (``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
             ``reset_on_drop``, ``trigger``).
@@ -124,9 +129,11 @@ class AutoDrop(tf.Module):
         lrs: Sequence[float] | float | None = None,
         extra_variables: Sequence[Any] = (),
         name: str = "autodrop",
+        history_size: int | None = DEFAULT_HISTORY_SIZE,
         **settings: Any,
     ) -> None:
         super().__init__(name=name)
+        history_size = check_history_size(history_size)
         handle = LrHandle(optimizer)
         config = AutoDropConfig(lrs=_one_lr(lrs, handle.read()), **settings)
         params = unwrap_variables(variables, "variables")
@@ -134,7 +141,9 @@ class AutoDrop(tf.Module):
         with tf.init_scope():
             self.buffers = EpochOps(params, extras, averaging=config.drop_delay > 1)
             self.meta = tf.Variable(b"", dtype=tf.string, trainable=False, name="autodrop_state")
-        self._host = _Host(Controller(config), handle, written=handle.read())
+        self._host = _Host(
+            Controller(config), handle, written=handle.read(), history=DecisionHistory(limit=history_size)
+        )
         self.restart()
         if lrs is not None:
             self.apply_lr()  # an explicit starting lr is the one the first epoch trains with
@@ -179,8 +188,8 @@ class AutoDrop(tf.Module):
         return self._host.reductions
 
     @property
-    def history(self) -> list[Decision]:
-        """Decisions since construction or the last restore (not checkpointed)."""
+    def history(self) -> DecisionHistory:
+        """The last ``history_size`` decisions since construction or the last restore (not checkpointed)."""
         return self._host.history
 
     # -- acting -------------------------------------------------------------------
@@ -237,7 +246,7 @@ class AutoDrop(tf.Module):
             config = replace(config, lrs=_one_lr(lrs, None))
         self.buffers.restart()
         self._host.controller = Controller(config)
-        self._host.history = []
+        self._host.history = DecisionHistory(limit=self._host.history.limit)
         self._write_meta()
 
     def apply_lr(self) -> None:
@@ -322,7 +331,7 @@ class AutoDrop(tf.Module):
             raise
         self._host.synced_meta = meta
         self._host.controller = controller
-        self._host.history = []
+        self._host.history = DecisionHistory(limit=self._host.history.limit)
         self.apply_lr()
 
     def _checked_controller(self, core: Mapping[str, Any]) -> Controller:
@@ -379,7 +388,7 @@ class AutoDrop(tf.Module):
             self._host.controller = controller
             self._write_meta()
         self._host.controller = controller
-        self._host.history = []
+        self._host.history = DecisionHistory(limit=self._host.history.limit)
         # A restore may bring the optimizer's saved lr along or not: which lr is in force is unknown
         # until apply_lr() or the next end_epoch writes one, so the ownership check skips one epoch.
         self._host.written = None

@@ -55,3 +55,15 @@ def test_bytes_at_rest_are_two_copies_outside_a_window_and_at_most_16_per_float3
             seen["outside"] += 1
             assert held == 2 * copy, f"epoch {t + 1}: {held / n} B/param outside a window"
     assert all(seen.values()), seen
+
+
+def test_history_keeps_the_last_history_size_decisions() -> None:
+    params = [tf.Variable(tf.ones((3,)))]
+    bounded = AutoDrop(params, lrs=0.1, history_size=3)
+    assert AutoDrop([tf.Variable(tf.ones((3,)))], lrs=0.1).history.limit == 100
+    for t in range(5):
+        params[0].assign_add(tf.fill((3,), 0.01 * (t + 1)))
+        bounded.end_epoch()
+    assert [d.epoch for d in bounded.history] == [3, 4, 5] and bounded.history.dropped == 2
+    with pytest.raises(ValueError, match=r"history_size must be an integer >= 1, or None"):
+        AutoDrop(params, lrs=0.1, history_size=0)
