@@ -16,7 +16,8 @@ from typing import Any
 
 import keras
 
-from autodrop_core import AutoDropConfig
+from autodrop_core import DEFAULT_HISTORY_SIZE, AutoDropConfig
+from autodrop_core._history import check_history_size
 from autodrop_tf._adapter import AutoDrop, _one_lr
 from autodrop_tf._variables import LrHandle, float_weights
 
@@ -32,6 +33,8 @@ class AutoDropCallback(keras.callbacks.Callback):
         average_non_trainable: average the model's float non-trainable weights
             (BatchNorm moving statistics) together with the parameters.
         verbose: 1 prints a line at each drop.
+        history_size: how many of the latest decisions ``autodrop.history`` keeps
+            (default 100); None keeps every one.
         **settings: the spec's keyword settings: ``min_lr``, ``drop_factor``,
             ``threshold``, ``max_threshold``, ``drop_delay``, ``angle_window``,
             ``reset_on_drop``, ``trigger``.
@@ -66,9 +69,11 @@ class AutoDropCallback(keras.callbacks.Callback):
         *,
         average_non_trainable: bool = True,
         verbose: int = 0,
+        history_size: int | None = DEFAULT_HISTORY_SIZE,
         **settings: Any,
     ) -> None:
         super().__init__()
+        self._history_size = check_history_size(history_size)
         AutoDropConfig(lrs=(1.0,) if lrs is None else _one_lr(lrs, None), **settings)  # validate now
         self._lrs = lrs
         self._settings = dict(settings)
@@ -94,7 +99,8 @@ class AutoDropCallback(keras.callbacks.Callback):
         key = tuple(id(v) for v in params + extras)
         if self.autodrop is None or key != self._built_for:
             self.autodrop = AutoDrop(
-                params, model.optimizer, lrs=self._lrs, extra_variables=extras, name="autodrop", **self._settings
+                params, model.optimizer, lrs=self._lrs, extra_variables=extras, name="autodrop",
+                history_size=self._history_size, **self._settings,
             )
             self._built_for = key
         return self.autodrop

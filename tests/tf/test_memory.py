@@ -67,3 +67,14 @@ def test_history_keeps_the_last_history_size_decisions() -> None:
     assert [d.epoch for d in bounded.history] == [3, 4, 5] and bounded.history.dropped == 2
     with pytest.raises(ValueError, match=r"history_size must be an integer >= 1, or None"):
         AutoDrop(params, lrs=0.1, history_size=0)
+
+
+def test_the_keras_callback_passes_history_size_on() -> None:
+    from autodrop_tf import AutoDropCallback
+
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
+    callback = AutoDropCallback(history_size=None)
+    model.fit(np.ones((4, 2), "float32"), np.ones((4, 1), "float32"), epochs=2, verbose=0, callbacks=[callback])
+    assert callback.autodrop is not None and callback.autodrop.history.limit is None
+    assert len(callback.autodrop.history) == 2
