@@ -8,8 +8,10 @@ framework's ``measure_*`` function (``memory_torch.py``, ``memory_jax.py``,
 - ``rest``: what AutoDrop keeps between epochs outside an averaging window;
 - ``window``: the same inside a window (with the running average);
 - ``after avg``: after an applied average (the one epoch that keeps a third copy);
-- ``peak out`` / ``peak win``: the most held at once during one epoch end outside / inside
-  a window (resting state plus the new buffers and temporaries of that epoch end);
+- ``peak out`` / ``peak win`` / ``peak apply``: the most held at once during one epoch end
+  outside a window / inside one / the one that applies the average (the buffers held
+  before it plus the growth of the resident memory during it: new buffers, temporaries,
+  backups of the parameters);
 
 next to the model's own bytes (parameters; with gradients and Adam's two moments the
 training state is 4x that). Run: ``python benchmarks/bench_memory.py [--frameworks torch jax
@@ -39,6 +41,7 @@ COLUMNS = [
     ("after avg", "after_apply_bytes_per_param"),
     ("peak out", "peak_outside_bytes_per_param"),
     ("peak win", "peak_epoch_end_bytes_per_param"),
+    ("peak apply", "peak_apply_bytes_per_param"),
 ]
 
 
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {framework} | {dtype} | | | {result} |")
                 continue
             cells = [f"{result[key]:.2f}" if key in result else "-" for _, key in COLUMNS]
-            print(f"| {framework} | {dtype} | {result['params'] / 1e6:.1f}M | {result['model_bytes_per_param']:.0f} | "
+            count = result.get("params", float("nan")) / 1e6
+            print(f"| {framework} | {dtype} | {count:.1f}M | {result['model_bytes_per_param']:.0f} | "
                   + " | ".join(cells) + " |")
     print("bytes per parameter; model = the parameters' own bytes")
     return 0

@@ -152,6 +152,7 @@ def _child(dtype: str, x64: bool) -> dict[str, Any]:
         "after_apply_bytes_per_param": max(after),
         "peak_outside_bytes_per_param": peaks["normal"],
         "peak_epoch_end_bytes_per_param": max(peaks["absorb"], peaks["absorb_first"]),
+        "peak_apply_bytes_per_param": peaks["apply"],
         "growth_by_phase": {k: round(v, 2) for k, v in sorted(growths.items())},
         "peak_by_phase": {k: round(v, 2) for k, v in sorted(peaks.items())},
     }

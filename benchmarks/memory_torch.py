@@ -94,5 +94,8 @@ def measure_torch(dtype: str) -> dict[str, float]:
             result["after_apply_bytes_per_param"] = held
         if decision.average_weight is not None and not decision.apply_average:
             peaks.append((before + peak) / count)
+        if decision.apply_average:
+            result["peak_apply_bytes_per_param"] = max(result.get("peak_apply_bytes_per_param", 0.0),
+                                                       (before + peak) / count)
     result["peak_epoch_end_bytes_per_param"] = max(peaks)
     return result

@@ -136,61 +136,100 @@ def fits_average(x: Tensor, average: Tensor | None) -> bool:
 
 StepResult = tuple[Tensor, Tensor | None, float, float]
 
+#: Elements per job: large tensors are cut into ranges this long (a multiple of the
+#: block), so that threads share out a model with a few big tensors evenly. The cut
+#: does not depend on the number of threads, so neither do the sums.
+SPLIT = 1 << 20
+
+
+class Pending:
+    """One tensor's kernel result, complete once every range job of it is done."""
+
+    def __init__(self, copy: Tensor, out: Tensor | None, parts: list[Future[tuple[float, float]]]) -> None:
+        self._copy, self._out, self._parts = copy, out, parts
+
+    def result(self) -> StepResult:
+        dot = 0.0
+        sq = 0.0
+        for part in self._parts:  # in range order, whatever order the threads finished in
+            part_dot, part_sq = part.result()
+            dot += part_dot
+            sq += part_sq
+        return self._copy, self._out, float(dot), float(sq)
+
+
+def _done(value: tuple[float, float]) -> Future[tuple[float, float]]:
+    future: Future[tuple[float, float]] = Future()
+    future.set_result(value)
+    return future
+
 
 def fused_step(
-    x: Tensor, snapshot: Tensor, head: Tensor, base: Tensor, absorb: tuple[Tensor | None, float] | None = None
-) -> StepResult:
+    x: Tensor,
+    snapshot: Tensor,
+    head: Tensor,
+    base: Tensor,
+    absorb: tuple[Tensor | None, float] | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> Pending:
     """One pass: a copy of x, <s(t), s(t-1)> and ||s(t)||^2; with ``absorb`` also W'.
 
     ``s(t-1) = head - base`` (pass the snapshot as both for a zero previous step).
-    ``absorb`` is ``(W, c)`` (``W`` None: W' = x, the first vector of a window). Returns
-    ``(copy, new_average or None, dot, sq_norm)``; nothing passed in is modified.
+    ``absorb`` is ``(W, c)`` (``W`` None: W' = x, the first vector of a window). The
+    outputs are allocated here; the ranges of :data:`SPLIT` elements run on ``pool``
+    (or here, in order, without one). ``result()`` gives ``(copy, new_average or None,
+    dot, sq_norm)``; nothing passed in is modified.
     """
     step, step_and_absorb = _ensure_built()
     copy = torch.empty_like(x, memory_format=torch.contiguous_format)
-    flat = [t.reshape(-1).numpy() for t in (x, snapshot, head, base)]
-    if absorb is None:
-        dot, sq = step(*flat, copy.view(-1).numpy())
-        return copy, None, float(dot), float(sq)
-    average, weight = absorb
-    out = torch.empty(x.shape, dtype=torch.float64)
-    out_flat = out.view(-1).numpy()
-    first = average is None
-    dot, sq = step_and_absorb(*flat, copy.view(-1).numpy(), out_flat if first else average.view(-1).numpy(),
-                              out_flat, float(weight), first)
-    return copy, out, float(dot), float(sq)
+    arrays = [t.reshape(-1).numpy() for t in (x, snapshot, head, base)] + [copy.view(-1).numpy()]
+    out = None
+    if absorb is not None:
+        out = torch.empty(x.shape, dtype=torch.float64)
+        average, weight = absorb
+        out_flat = out.view(-1).numpy()
+        first = average is None
+        arrays += [out_flat if first else average.view(-1).numpy(), out_flat]
+    n = x.numel()
+    parts: list[Future[tuple[float, float]]] = []
+    for a in range(0, max(n, 1), SPLIT):
+        b = min(a + SPLIT, n)
+        views = [array[a:b] for array in arrays]
+        if absorb is None:
+            job: tuple[Any, ...] = (step, *views)
+        else:
+            job = (step_and_absorb, *views, float(absorb[1]), absorb[0] is None)
+        parts.append(pool.submit(*job) if pool is not None else _done(job[0](*job[1:])))
+    return Pending(copy, out, parts)
 
 
 Job = tuple[int, Tensor, Tensor, Tensor, Tensor, "tuple[Tensor | None, float] | None"]
 
 
-def run_many(jobs: list[Job]) -> dict[int, Future[StepResult]]:
+def run_many(jobs: list[Job]) -> dict[int, Pending]:
     """:func:`fused_step` over many tensors, on as many threads as torch uses.
 
-    The kernels release the GIL. Each tensor's sums are its own, so the result does not
-    depend on the number of threads; the caller adds them in tensor order.
+    The kernels release the GIL. Each range's sums are its own and are added in range
+    order, so the result does not depend on the number of threads.
 
     Args:
         jobs: ``(index, x, snapshot, head, base, absorb)`` per tensor.
 
     Returns:
-        A future per index, largest tensors started first.
+        A pending result per index (its ``result()`` waits for the tensor's ranges).
     """
     global _pool, _pool_threads
     if not jobs:
         return {}
     _ensure_built()
     threads = torch.get_num_threads()
-    futures: dict[int, Future[StepResult]] = {}
-    if threads <= 1:
-        for index, *args in jobs:
-            future: Future[StepResult] = Future()
-            future.set_result(fused_step(*args))
-            futures[index] = future
-        return futures
-    if _pool is None or _pool_threads != threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="autodrop")
-        _pool_threads = threads
-    for index, *args in sorted(jobs, key=lambda job: -job[1].numel()):
-        futures[index] = _pool.submit(fused_step, *args)
-    return futures
+    pool = None
+    if threads > 1:
+        if _pool is None or _pool_threads != threads:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="autodrop")
+            _pool_threads = threads
+        pool = _pool
+    results: dict[int, Pending] = {}
+    for index, *args in sorted(jobs, key=lambda job: -job[1].numel()):  # largest first
+        results[index] = fused_step(*args, pool=pool)
+    return results
