@@ -186,10 +186,9 @@ def fused_step(
     out = None
     if absorb is not None:
         out = torch.empty(x.shape, dtype=torch.float64)
-        average, weight = absorb
+        average = absorb[0]
         out_flat = out.view(-1).numpy()
-        first = average is None
-        arrays += [out_flat if first else average.view(-1).numpy(), out_flat]
+        arrays += [out_flat if average is None else average.view(-1).numpy(), out_flat]
     n = x.numel()
     parts: list[Future[tuple[float, float]]] = []
     for a in range(0, max(n, 1), SPLIT):
