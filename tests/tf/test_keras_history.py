@@ -1,4 +1,8 @@
-"""The Keras callback keeps the last ``history_size`` decisions (default 100; None: all)."""
+"""The Keras 3 callback keeps the last ``history_size`` decisions (default 100; None: all), on the TensorFlow backend.
+
+In tests/tf because importing keras loads its default backend, TensorFlow, which the other
+sessions lack (tests/keras runs each backend in a subprocess).
+"""
 
 from __future__ import annotations
 
