@@ -42,6 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from peak_rss import peak_during  # next to this file: on sys.path when run or imported from benchmarks/
+
 SHAPES = [(2048, 1024)] * 4  # 8,388,608 parameters
 KEYS = (
     "model_bytes_per_param",
@@ -63,13 +65,6 @@ def measure_jax(dtype: str, x64: bool = False) -> dict[str, Any]:
         raise RuntimeError(f"memory_jax child failed:\n{out.stdout}\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _device_bytes(tree: Any) -> int:
@@ -95,19 +90,20 @@ def _child(dtype: str, x64: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     direction = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 1e-2, dtype) for s in SHAPES]
     advance = jax.jit(lambda p, d: [x + u for x, u in zip(p, d, strict=True)])
-    clear_refs = Path("/proc/self/clear_refs")
 
     def epoch_end(state: Any, params: list[Any]) -> tuple[list[Any], Any, Any, float]:
         moved = advance(params, direction)
         jax.block_until_ready(moved)
         del params
         gc.collect()
-        before = _status_kib("VmRSS")
-        clear_refs.write_text("5")
-        out, new_state, decision = autodrop_jax.update(state, moved)
-        jax.block_until_ready((out, jax.tree.leaves(new_state)))
-        growth = (_status_kib("VmHWM") - before) * 1024 / n
-        return out, new_state, decision, growth
+
+        def call() -> Any:
+            result = autodrop_jax.update(state, moved)
+            jax.block_until_ready((result[0], jax.tree.leaves(result[1])))
+            return result
+
+        grown, (out, new_state, decision) = peak_during(call)
+        return out, new_state, decision, grown / n
 
     rest, window, after = [], [], []
     growths: dict[str, float] = {}

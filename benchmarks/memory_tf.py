@@ -32,19 +32,13 @@ import subprocess
 import sys
 from typing import Any
 
+from peak_rss import peak_during  # next to this file: on sys.path when run or imported from benchmarks/
+
 SHAPES = [(2048, 2048), (2048, 1536), (1024, 512), (4096,), (1536,), (2,)]
 KEYS = ("params", "model_bytes_per_param", "rest_bytes_per_param", "window_bytes_per_param",
         "after_apply_bytes_per_param", "peak_outside_bytes_per_param", "peak_epoch_end_bytes_per_param",
         "peak_apply_bytes_per_param")
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _peak(call: Any) -> tuple[int, Any]:
@@ -56,11 +50,7 @@ def _peak(call: Any) -> tuple[int, Any]:
     import ctypes
 
     ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status("VmRSS")
-    result = call()
-    return _status("VmHWM") - before, result
+    return peak_during(call)
 
 
 def _run(framework: str, dtype: str) -> dict[str, float]:

@@ -72,7 +72,7 @@ def measure_torch(dtype: str) -> dict[str, float]:
         quiet.step()
     move()
     before = _held_bytes(quiet)
-    peak_outside = (before + peak_during(quiet.step)) / count
+    peak_outside = (before + peak_during(quiet.step)[0]) / count
     del quiet
 
     sched = AutoDrop(torch.optim.SGD(params, lr=0.1), threshold=180.0, max_threshold=180.0, drop_delay=4)
@@ -82,7 +82,7 @@ def measure_torch(dtype: str) -> dict[str, float]:
     for _ in range(8):
         move()
         before = _held_bytes(sched)
-        peak = peak_during(sched.step)
+        peak, _ = peak_during(sched.step)
         decision = sched.last_decision
         assert decision is not None
         held = _held_bytes(sched) / count

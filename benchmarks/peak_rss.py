@@ -11,9 +11,11 @@ buffer is then its own mapping, returned to the system when freed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 __all__ = ["peak_during"]
+
+T = TypeVar("T")
 
 
 def _status(field: str) -> int:
@@ -24,10 +26,10 @@ def _status(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def peak_during(call: Callable[[], Any]) -> int:
-    """Bytes by which the resident set grew at its highest during ``call()`` (0 if it never grew)."""
+def peak_during(call: Callable[[], T]) -> tuple[int, T]:
+    """Bytes by which the resident set grew at its highest during ``call()`` (0 if it never grew), and its result."""
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")
     before = _status("VmRSS")
-    call()
-    return max(0, _status("VmHWM") - before)
+    result = call()
+    return max(0, _status("VmHWM") - before), result

@@ -33,7 +33,7 @@ from autodrop_core import (
     log_scalars,
 )
 from autodrop_core._history import check_history_size
-from autodrop_tf._ops import EpochOps, Layout
+from autodrop_tf._ops import EpochOps, Layout, Plan
 from autodrop_tf._variables import LrHandle, unwrap_variables
 
 __all__ = ["AutoDrop"]
@@ -219,17 +219,11 @@ class AutoDrop(tf.Module):
         lr_before = self._host.lr.read()
         try:
             _set_lr(self._host.lr, decision.lrs[0])
-            undo = self.buffers.commit(plan)
-            try:
-                _set_meta(self.meta, meta)
-            except BaseException:
-                undo()
-                raise
+            self._adopt(plan, meta)
         except BaseException:
             if lr_before is not None:
                 self._host.lr.write(lr_before)
             raise
-        self._host.synced_meta = meta
         self._host.written = self._host.lr.read()
         controller.commit(decision, state)
         self._host.history.append(decision)
@@ -323,13 +317,7 @@ class AutoDrop(tf.Module):
         explicit = arrays.pop("prev_step")
         plan = self.buffers.plan_load(arrays, explicit)
         meta = self._meta(controller, plan.layout)
-        undo = self.buffers.commit(plan)
-        try:
-            _set_meta(self.meta, meta)
-        except BaseException:
-            undo()
-            raise
-        self._host.synced_meta = meta
+        self._adopt(plan, meta)
         self._host.controller = controller
         self._host.history = DecisionHistory(limit=self._host.history.limit)
         self.apply_lr()
@@ -348,6 +336,16 @@ class AutoDrop(tf.Module):
     def _meta(self, controller: Controller, layout: Layout) -> bytes:
         """The checkpointed JSON: the core state and which optional buffers are present."""
         return json.dumps({"core": controller.to_dict(), "layout": layout.to_dict()}).encode()
+
+    def _adopt(self, plan: Plan, meta: bytes) -> None:
+        """Write ``plan``'s buffers and the meta that describes them: both, or neither if either fails."""
+        undo = self.buffers.commit(plan)
+        try:
+            _set_meta(self.meta, meta)
+        except BaseException:
+            undo()
+            raise
+        self._host.synced_meta = meta
 
     def _write_meta(self) -> None:
         encoded = self._meta(self._host.controller, self.buffers.layout)

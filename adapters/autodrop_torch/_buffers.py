@@ -74,10 +74,6 @@ class TrackedTensors:
         self.buffers = list(buffers)
         self.buffer_average = None
 
-    def homes(self) -> list[torch.device]:
-        """Where each watched parameter's copies live."""
-        return [s.device for s in self.snapshots]
-
     def prepare(
         self,
         weight: float | None,
