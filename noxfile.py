@@ -36,7 +36,7 @@ FRAMEWORKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["torch"],
     ),
     "jax": ("jax,jax-test,conformance", ["tests/jax", "tests/keras"], ["jax", "jax-float32"]),
-    "tensorflow": ("tensorflow,conformance", ["tests/tf", "tests/keras"], ["tensorflow"]),
+    "tensorflow": ("tensorflow,tensorflow-fast,conformance", ["tests/tf", "tests/keras"], ["tensorflow"]),
     "demo": ("demo", ["tests/demo"], []),
 }
 

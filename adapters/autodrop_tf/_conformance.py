@@ -25,6 +25,7 @@ from autodrop_conformance._reference import adapter_kwargs
 
 from autodrop_core import AutoDropConfig, Decision
 from autodrop_tf._adapter import AutoDrop
+from autodrop_tf._fused_cpu import MIN_NUMEL
 from autodrop_tf._ops import CHUNK
 
 __all__ = ["TensorFlowDriver", "driver"]
@@ -89,8 +90,9 @@ class TensorFlowDriver:
     max_examples: int | None = 25
     max_groups = 1  # AutoDrop(variables, optimizer) sets a single learning rate
     few_shapes = True  # tf.function traces once per set of shapes
+    #: a variable this large sends the reduction through the numba pass (when numba is installed);
     #: reductions and running averages work in chunks of CHUNK elements: one element more takes two
-    size_thresholds: tuple[int, ...] = (CHUNK + 1,)
+    size_thresholds: tuple[int, ...] = (MIN_NUMEL, CHUNK + 1)
     #: Keras keeps the learning rate in a float32 variable: it must hold float32(decision lr) exactly
     lr_dtype: Literal["float32"] = "float32"
 

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from autodrop_tf import _fused_cpu
+
 __all__ = ["EpochOps", "Plan", "Reads", "cast_rounded"]
 
 
@@ -325,10 +327,33 @@ class EpochOps(tf.Module):
         return "base" if layout.base else "zero"
 
     def reduce(self) -> Reads:
-        """dot and sq_norm for this epoch (float64, chunk by chunk in a fixed order); writes nothing."""
-        graph = self._held.graphs[f"reduce_{self._prev_kind()}"]
-        dot, sq_norm, xs, snaps = _run_graph("reduction", graph)
+        """dot and sq_norm for this epoch (float64, in a fixed order); writes nothing.
+
+        On CPU, for large plain float32/float64 variables with numba installed, one numba
+        pass over the buffers (``_fused_cpu.py``); else the chunked TensorFlow graph.
+        """
+        kind = self._prev_kind()
+        if kind in ("base", "head") and _fused_cpu.eligible(self._held.params):
+            dot, sq_norm, xs, snaps = _run_graph("reduction", self._reduce_fused, kind)
+        else:
+            dot, sq_norm, xs, snaps = _run_graph("reduction", self._held.graphs[f"reduce_{kind}"])
         return Reads(float(dot), float(sq_norm), list(xs), list(snaps))
+
+    def _reduce_fused(self, kind: str) -> tuple[float, float, list[tf.Tensor], list[tf.Tensor]]:
+        graphs = self._held.graphs
+        if f"read_{kind}" not in graphs:
+            held, snapshot, base, head = self._held, self.snapshot, self.step_base, self.step_head
+
+            def read() -> tuple[list[tf.Tensor], ...]:
+                xs = [_read(v) for v in held.params]
+                snaps = [_read(v) for v in snapshot]
+                heads = snaps if kind == "base" else [_read(v) for v in head]
+                return xs, snaps, heads, [_read(v) for v in base]
+
+            graphs[f"read_{kind}"] = tf.function(read)
+        xs, snaps, heads, bases = graphs[f"read_{kind}"]()
+        dot, sq_norm = _fused_cpu.reduce_buffers(xs, snaps, heads, bases)
+        return dot, sq_norm, list(xs), list(snaps)
 
     def prepare(self, reads: Reads, weight: float | None, apply: bool) -> Plan:
         """The new buffers (and the values an applied average writes), as fresh tensors; writes nothing.

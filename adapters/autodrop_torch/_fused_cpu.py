@@ -13,102 +13,31 @@ within the block, then the partials in order), so the result does not depend on 
 and is accurate to about 1e-13 relative. The kernels compute exactly what the torch path
 computes, up to the order of float64 additions, and nothing else; they write only into
 new tensors.
+
+All the tensors of an epoch go through one parallel launch of the kernels that every
+adapter's CPU path shares (:mod:`autodrop_core.fused`), on as many threads as torch
+uses, by the tensors' data pointers (no per-tensor Python dispatch); this module only
+allocates the outputs and keeps every tensor alive for the call.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
-
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_NUMEL", "available", "fits", "fused_step", "run_many"]
+from autodrop_core import fused
 
-_BLOCK = 4096
+__all__ = ["MIN_NUMEL", "available", "fits", "fits_average", "run_many"]
 
 #: A model whose tensors are all smaller than this takes the torch path: it never pays
-#: numba's import and compile time (about 1 s). Once one tensor is this large, every
+#: numba's import and compile time (a few seconds). Once one tensor is this large, every
 #: tensor the kernels can take goes through them (fewer, cheaper calls than torch ops).
 MIN_NUMEL = 1 << 16
-_kernels: Any = None
-_pool: ThreadPoolExecutor | None = None
-_pool_threads = 0
 
 
 def available() -> bool:
     """True when numba can be imported (it is only imported on first use)."""
-    return _kernels is not None or importlib.util.find_spec("numba") is not None
-
-
-def _build() -> Any:
-    import numba
-    import numpy as np
-
-    # Within a block of 4096 elements the two sums may be reassociated (so that they
-    # vectorize: one pass then runs at the memory bandwidth); nothing else may be: the
-    # steps, the copy and W' keep the reference's roundings, and the block partials are
-    # added in order. The result does not depend on the number of threads.
-    @numba.njit(nogil=True, fastmath={"reassoc"})
-    def block_step(x: Any, x_hat: Any, head: Any, base: Any, copy: Any) -> tuple[float, float]:
-        dot = 0.0
-        sq = 0.0
-        for i in range(x.size):
-            xi = x[i]
-            s = np.float64(xi) - np.float64(x_hat[i])
-            prev = np.float64(head[i]) - np.float64(base[i])
-            copy[i] = xi
-            dot += s * prev
-            sq += s * s
-        return dot, sq
-
-    @numba.njit(nogil=True)
-    def block_absorb(x: Any, average: Any, out: Any, weight: float, first: bool) -> None:
-        for i in range(x.size):
-            xd = np.float64(x[i])
-            if first:
-                out[i] = xd
-            else:
-                w = average[i]
-                delta = (xd - w) * weight  # two roundings, as the reference: no fused multiply-add
-                out[i] = w + delta
-
-    @numba.njit(nogil=True)
-    def step(x: Any, x_hat: Any, head: Any, base: Any, copy: Any) -> tuple[float, float]:
-        dot = 0.0
-        sq = 0.0
-        n = x.size
-        for a in range(0, n, _BLOCK):
-            b = min(a + _BLOCK, n)
-            block_dot, block_sq = block_step(x[a:b], x_hat[a:b], head[a:b], base[a:b], copy[a:b])
-            dot += block_dot
-            sq += block_sq
-        return dot, sq
-
-    @numba.njit(nogil=True)
-    def step_and_absorb(
-        x: Any, x_hat: Any, head: Any, base: Any, copy: Any, average: Any, out: Any, weight: float, first: bool
-    ) -> tuple[float, float]:
-        dot = 0.0
-        sq = 0.0
-        n = x.size
-        for a in range(0, n, _BLOCK):
-            b = min(a + _BLOCK, n)
-            block_dot, block_sq = block_step(x[a:b], x_hat[a:b], head[a:b], base[a:b], copy[a:b])
-            block_absorb(x[a:b], average[a:b], out[a:b], weight, first)  # the block is still in cache
-            dot += block_dot
-            sq += block_sq
-        return dot, sq
-
-    return step, step_and_absorb
-
-
-def _ensure_built() -> Any:
-    global _kernels
-    if _kernels is None:
-        _kernels = _build()
-    return _kernels
+    return fused.available()
 
 
 def fits(x: Tensor, *others: Tensor) -> bool:
@@ -135,100 +64,62 @@ def fits_average(x: Tensor, average: Tensor | None) -> bool:
 
 
 StepResult = tuple[Tensor, Tensor | None, float, float]
-
-#: Elements per job: large tensors are cut into ranges this long (a multiple of the
-#: block), so that threads share out a model with a few big tensors evenly. The cut
-#: does not depend on the number of threads, so neither do the sums.
-SPLIT = 1 << 20
-
-
-class Pending:
-    """One tensor's kernel result, complete once every range job of it is done."""
-
-    def __init__(self, copy: Tensor, out: Tensor | None, parts: list[Future[tuple[float, float]]]) -> None:
-        self._copy, self._out, self._parts = copy, out, parts
-
-    def result(self) -> StepResult:
-        dot = 0.0
-        sq = 0.0
-        for part in self._parts:  # in range order, whatever order the threads finished in
-            part_dot, part_sq = part.result()
-            dot += part_dot
-            sq += part_sq
-        return self._copy, self._out, float(dot), float(sq)
-
-
-def _done(value: tuple[float, float]) -> Future[tuple[float, float]]:
-    future: Future[tuple[float, float]] = Future()
-    future.set_result(value)
-    return future
-
-
-def fused_step(
-    x: Tensor,
-    snapshot: Tensor,
-    head: Tensor,
-    base: Tensor,
-    absorb: tuple[Tensor | None, float] | None = None,
-    pool: ThreadPoolExecutor | None = None,
-) -> Pending:
-    """One pass: a copy of x, <s(t), s(t-1)> and ||s(t)||^2; with ``absorb`` also W'.
-
-    ``s(t-1) = head - base`` (pass the snapshot as both for a zero previous step).
-    ``absorb`` is ``(W, c)`` (``W`` None: W' = x, the first vector of a window). The
-    outputs are allocated here; the ranges of :data:`SPLIT` elements run on ``pool``
-    (or here, in order, without one). ``result()`` gives ``(copy, new_average or None,
-    dot, sq_norm)``; nothing passed in is modified.
-    """
-    step, step_and_absorb = _ensure_built()
-    copy = torch.empty_like(x, memory_format=torch.contiguous_format)
-    arrays = [t.reshape(-1).numpy() for t in (x, snapshot, head, base)] + [copy.view(-1).numpy()]
-    out = None
-    if absorb is not None:
-        out = torch.empty(x.shape, dtype=torch.float64)
-        average = absorb[0]
-        out_flat = out.view(-1).numpy()
-        arrays += [out_flat if average is None else average.view(-1).numpy(), out_flat]
-    n = x.numel()
-    parts: list[Future[tuple[float, float]]] = []
-    for a in range(0, max(n, 1), SPLIT):
-        b = min(a + SPLIT, n)
-        views = [array[a:b] for array in arrays]
-        if absorb is None:
-            job: tuple[Any, ...] = (step, *views)
-        else:
-            job = (step_and_absorb, *views, float(absorb[1]), absorb[0] is None)
-        parts.append(pool.submit(*job) if pool is not None else _done(job[0](*job[1:])))
-    return Pending(copy, out, parts)
-
-
 Job = tuple[int, Tensor, Tensor, Tensor, Tensor, "tuple[Tensor | None, float] | None"]
+_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
-def run_many(jobs: list[Job]) -> dict[int, Pending]:
-    """:func:`fused_step` over many tensors, on as many threads as torch uses.
+def _launch(dtype: torch.dtype, tensors: list[tuple[Tensor | None, ...]], absorb: bool, weight: float,
+            firsts: list[bool], threads: int) -> list[tuple[float, float]]:
+    """One parallel pass over ``tensors`` (each ``(x, x̂, head, base, copy, W, W')``): (dot, sq) per tensor."""
+    addresses = [tuple(0 if t is None else t.data_ptr() for t in group) for group in tensors]
+    sizes = tuple(group[0].numel() for group in tensors)  # type: ignore[union-attr]
+    try:
+        return fused.reduce_pass(_DTYPES[dtype], addresses, sizes, threads=threads,  # type: ignore[arg-type]
+                                 copying=True, absorbing=absorb, weight=weight, firsts=firsts)
+    finally:
+        # numba's OpenMP layer can share torch's OpenMP runtime, and starting it sets that
+        # runtime's thread count to numba's: torch's is put back as it was
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
-    The kernels release the GIL. Each range's sums are its own and are added in range
-    order, so the result does not depend on the number of threads.
+
+def run_many(jobs: list[Job]) -> dict[int, StepResult]:
+    """One pass over many tensors, on as many threads as torch uses.
 
     Args:
-        jobs: ``(index, x, snapshot, head, base, absorb)`` per tensor.
+        jobs: ``(index, x, snapshot, head, base, absorb)`` per tensor, where
+            ``s(t-1) = head - base`` (pass the snapshot as both for a zero previous step)
+            and ``absorb`` is ``(W, c)`` to also form W' = W + c (x - W) (``W`` None:
+            W' = x, the first vector of a window) or None. Every job of one call absorbs
+            with the same ``c``, or none does.
 
     Returns:
-        A pending result per index (its ``result()`` waits for the tensor's ranges).
+        ``(copy, new_average or None, dot, sq_norm)`` per index: a fresh contiguous copy of
+        x, a fresh float64 W', <s(t), s(t-1)> and ||s(t)||^2. Nothing passed in is modified.
     """
-    global _pool, _pool_threads
     if not jobs:
         return {}
-    _ensure_built()
+    weights = {job[5][1] for job in jobs if job[5] is not None}
+    absorb = any(job[5] is not None for job in jobs)
+    if len(weights) > 1 or (absorb and any(job[5] is None for job in jobs)):
+        raise ValueError(f"the jobs of one pass absorb with one weight or none: got {sorted(weights)}")
+    weight = weights.pop() if weights else 0.0
     threads = torch.get_num_threads()
-    pool = None
-    if threads > 1:
-        if _pool is None or _pool_threads != threads:
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="autodrop")
-            _pool_threads = threads
-        pool = _pool
-    results: dict[int, Pending] = {}
-    for index, *args in sorted(jobs, key=lambda job: -job[1].numel()):  # largest first
-        results[index] = fused_step(*args, pool=pool)
+    results: dict[int, StepResult] = {}
+    for dtype in (torch.float32, torch.float64):
+        group = [job for job in jobs if job[1].dtype == dtype]
+        if not group:
+            continue
+        tensors: list[tuple[Tensor | None, ...]] = []
+        firsts, outputs = [], []
+        for _, x, snapshot, head, base, job_absorb in group:
+            copy = torch.empty_like(x, memory_format=torch.contiguous_format)
+            out = torch.empty(x.shape, dtype=torch.float64) if job_absorb is not None else None
+            average = None if job_absorb is None else job_absorb[0]
+            tensors.append((x, snapshot, head, base, copy, average, out))
+            firsts.append(average is None)
+            outputs.append((copy, out))
+        sums = _launch(dtype, tensors, absorb, weight, firsts, threads)
+        for (index, *_), (copy, out), (dot, sq) in zip(group, outputs, sums, strict=True):
+            results[index] = (copy, out, dot, sq)
     return results

@@ -179,7 +179,7 @@ def reduce_steps(
             snapshot = snapshots[i]
             try:
                 if i in fused:
-                    copy, average, dot, sq = fused[i].result()
+                    copy, average, dot, sq = fused[i]
                     pairs = [torch.tensor((dot, sq), dtype=acc_dtype)]
                 else:
                     copy, average, pairs = _torch_step(

@@ -34,7 +34,7 @@ EAGER: dict[str, Any] = {"threshold": 5.0, "max_threshold": 60.0, "drop_delay": 
 #: stage -> (module, attribute) of the function the stage goes through
 STAGES: dict[str, tuple[Any, str]] = {
     "reduction (torch path)": (_reduce, "_torch_step"),
-    "reduction (numba path)": (_fused_cpu, "fused_step"),
+    "reduction (numba path)": (_fused_cpu, "_launch"),
     "average: absorb x(t)": (_buffers, "_blend"),
     "average: first copy": (_buffers, "_as_acc"),
     "average: write into parameters": (_buffers, "_write_into"),

@@ -1,0 +1,136 @@
+"""The CPU reduction of an epoch end in one numba pass over the variables' own buffers.
+
+TensorFlow's chunked float64 reduction (``_ops.py``) runs seven ops per chunk and
+moves every byte several times. On CPU, when numba is installed and the watched
+variables are large plain float32/float64 variables, the reduction instead hands the
+buffers of the tensors it read (x(t), x̂(t-1), and the two that s(t-1) is formed from)
+to the kernels every adapter shares (:mod:`autodrop_core.fused`) by their DLPack
+addresses: one pass reads each byte once, and nothing is copied or written (the next
+snapshot shares x's buffer, as on the TensorFlow path). The sums are float64, blocked,
+and the same bits on any number of threads; they differ from the TensorFlow path's
+only in the order of float64 additions (about 1e-13 relative).
+
+This module decides nothing and writes nothing; it keeps every tensor it hands over
+alive (its DLPack capsule) until the pass has returned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from autodrop_core import fused
+
+__all__ = ["MIN_NUMEL", "USE_FUSED_CPU", "eligible", "reduce_buffers"]
+
+#: Use the numba pass when it applies (tests switch it off, or on for small models).
+USE_FUSED_CPU = True
+#: A model whose variables are all smaller than this keeps the TensorFlow path: it never
+#: pays numba's import and compile time (a few seconds).
+MIN_NUMEL = 1 << 16
+
+_DTYPES = {tf.float32: "float32", tf.float64: "float64"}
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", _DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", ctypes.c_uint32),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+_get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_get_pointer.restype = ctypes.c_void_p
+_get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_KDL_CPU = 1
+
+
+def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, int]:
+    """The address, element count and DLPack dtype code of a CPU tensor (its capsule goes into ``keep``).
+
+    TensorFlow's tensors are dense and row-major, whatever strides DLPack reports.
+    """
+    capsule = tf.experimental.dlpack.to_dlpack(tensor)
+    keep.append(capsule)
+    view = _DLTensor.from_address(_get_pointer(capsule, b"dltensor"))
+    if view.device.device_type != _KDL_CPU:
+        raise RuntimeError(f"a tensor of shape {tensor.shape} is not in host memory (DLPack device "
+                           f"{view.device.device_type})")
+    shape = (ctypes.c_int64 * view.ndim).from_address(view.shape) if view.ndim else ()
+    count = 1
+    for extent in shape:
+        count *= extent
+    return int(view.data or 0) + int(view.byte_offset), count, int(view.dtype)
+
+
+def _threads() -> int:
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    if intra > 0:
+        return intra
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def eligible(variables: Sequence[Any]) -> bool:
+    """Whether the numba pass can take these variables: plain CPU float32/float64, one large enough."""
+    if not USE_FUSED_CPU or not variables or tf.distribute.has_strategy() or not fused.available():
+        return False
+    for var in variables:
+        if isinstance(var, tf.distribute.DistributedValues) or var.dtype not in _DTYPES:
+            return False
+        if "GPU" in var.device.upper() or "TPU" in var.device.upper():
+            return False
+    return any(var.shape.num_elements() >= MIN_NUMEL for var in variables)
+
+
+def reduce_buffers(
+    xs: Sequence[tf.Tensor], snaps: Sequence[tf.Tensor], heads: Sequence[tf.Tensor], bases: Sequence[tf.Tensor]
+) -> tuple[float, float]:
+    """dot = <s(t), s(t-1)> and ||s(t)||^2 over all variables, s(t-1) = head - base; writes nothing.
+
+    Each variable's sums come from the shared kernels; the variables' sums are then
+    added one by one in order, from 0.0 (the numpy reference adds its tensors so).
+    """
+    keep: list[Any] = []
+    per_variable: list[tuple[float, float]] = [(0.0, 0.0)] * len(xs)
+    for dtype, name in _DTYPES.items():
+        index = [i for i, x in enumerate(xs) if x.dtype == dtype]
+        if not index:
+            continue
+        rows, sizes = [], []
+        for i in index:
+            x, count, code = _address(xs[i], keep)
+            row = [x]
+            for what, t in (("snapshot", snaps[i]), ("head", heads[i]), ("base", bases[i])):
+                address, other_count, other_code = _address(t, keep)
+                if (other_count, other_code) != (count, code):  # never read past a buffer's end
+                    raise RuntimeError(f"variable {i}: its {what} is {t.dtype.name}{t.shape}, "
+                                       f"not {xs[i].dtype.name}{xs[i].shape}")
+                row.append(address)
+            rows.append((*row, 0, 0, 0))
+            sizes.append(count)
+        sums = fused.reduce_pass(name, rows, tuple(sizes), threads=_threads())
+        for i, pair in zip(index, sums, strict=True):
+            per_variable[i] = pair
+    del keep  # the capsules give the buffers back only now, after the pass
+    dot = 0.0
+    sq_norm = 0.0
+    for leaf_dot, leaf_sq in per_variable:
+        dot += leaf_dot
+        sq_norm += leaf_sq
+    return dot, sq_norm

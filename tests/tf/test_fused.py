@@ -1,0 +1,85 @@
+"""The numba reduction of the TensorFlow adapter (``autodrop_tf._fused_cpu``): exact sums, the same decisions.
+
+Small test models stay on the TensorFlow path (``MIN_NUMEL``); here the numba pass is
+switched on for them, checked against an exactly rounded sum, and run side by side
+with the TensorFlow path through windows, applied averages and drops.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
+
+from autodrop_tf import AutoDrop, _fused_cpu  # noqa: E402
+
+
+def _exact(xs: list[np.ndarray], snaps: list[np.ndarray], heads: list[np.ndarray], bases: list[np.ndarray]
+           ) -> tuple[float, float]:
+    steps = [x.astype(np.float64) - s for x, s in zip(xs, snaps, strict=True)]
+    prevs = [h.astype(np.float64) - b for h, b in zip(heads, bases, strict=True)]
+    dot = math.fsum(float(v) for s, p in zip(steps, prevs, strict=True) for v in (s * p).ravel())
+    return dot, math.fsum(float(v) for s in steps for v in (s * s).ravel())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("head_is_snapshot", [True, False])
+def test_the_numba_reduction_is_float64_exact_to_1e_13(dtype: type, head_is_snapshot: bool) -> None:
+    rng = np.random.default_rng(0)
+    shapes = [(3, 3, 16, 32), (32,), (70_001,), (1,)]
+    xs = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    snaps = [(x + 1e-3 * rng.standard_normal(x.shape)).astype(dtype) for x in xs]
+    heads = snaps if head_is_snapshot else [(x + 1e-3 * rng.standard_normal(x.shape)).astype(dtype) for x in xs]
+    bases = [(x + 1e-3 * rng.standard_normal(x.shape)).astype(dtype) for x in xs]
+    as_tensors = [[tf.constant(a) for a in group] for group in (xs, snaps, heads, bases)]
+    dot, sq = _fused_cpu.reduce_buffers(*as_tensors)
+    exact_dot, exact_sq = _exact(xs, snaps, heads, bases)
+    assert dot == pytest.approx(exact_dot, rel=1e-13, abs=0.0)
+    assert sq == pytest.approx(exact_sq, rel=1e-13, abs=0.0)
+
+
+def test_a_buffer_of_another_size_is_refused_naming_the_variable_before_any_read() -> None:
+    x = [tf.zeros([4, 5]), tf.zeros([100])]
+    bad = [tf.zeros([4, 5]), tf.zeros([99])]
+    with pytest.raises(RuntimeError, match=r"variable 1: its base is float32\(99,\), not float32\(100,\)"):
+        _fused_cpu.reduce_buffers(x, x, x, bad)
+
+
+def _run(fused: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list[np.ndarray]]:
+    monkeypatch.setattr(_fused_cpu, "USE_FUSED_CPU", fused)
+    monkeypatch.setattr(_fused_cpu, "MIN_NUMEL", 0)
+    rng = np.random.default_rng(3)
+    variables = [tf.Variable(rng.standard_normal(s).astype(np.float32)) for s in [(64, 32), (32,), (500,)]]
+    drift = [rng.standard_normal(v.shape).astype(np.float32) for v in variables]
+    autodrop = AutoDrop(variables, lrs=0.1, threshold=5.0, max_threshold=60.0, drop_delay=3)
+    for _ in range(24):
+        for v, d in zip(variables, drift, strict=True):  # a steady direction plus noise: the angle settles
+            v.assign_add(0.01 * d + 0.004 * rng.standard_normal(v.shape).astype(np.float32))
+        autodrop.end_epoch()
+    return list(autodrop.history), [v.numpy() for v in variables]
+
+
+def test_the_numba_path_decides_as_the_tensorflow_path_through_windows_averages_and_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    real = _fused_cpu.reduce_buffers
+    monkeypatch.setattr(_fused_cpu, "reduce_buffers", lambda *a: calls.append(1) or real(*a))
+    graph_history, graph_weights = _run(False, monkeypatch)
+    assert not calls
+    fused_history, fused_weights = _run(True, monkeypatch)
+    # every epoch with a previous step (not the first: s(t-1) = 0 there, the TensorFlow path)
+    assert len(calls) == sum(d.angle is not None for d in fused_history) == 23
+    assert any(d.dropped for d in graph_history) and any(d.apply_average for d in graph_history)
+    for g, f in zip(graph_history, fused_history, strict=True):
+        assert (g.triggered, g.dropped, g.apply_average, g.average_weight, g.lrs) == (
+            f.triggered, f.dropped, f.apply_average, f.average_weight, f.lrs)
+        if g.angle is not None:
+            assert f.angle == pytest.approx(g.angle, rel=0.0, abs=1e-9)
+    for g, f in zip(graph_weights, fused_weights, strict=True):
+        np.testing.assert_array_equal(g, f)  # the average is formed on the TensorFlow path either way
