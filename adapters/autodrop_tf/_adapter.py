@@ -205,7 +205,7 @@ class AutoDrop(tf.Module):
         written, found = self._host.written, self._host.lr.read()
         if written is not None and found is not None:
             check_lrs_unchanged([written], [found], where="the optimizer's learning_rate", fix=_LR_FIX)
-        reads = self.buffers.reduce()
+        reads = self.buffers.reduce(controller.pending_average_weight)
         dot, sq_norm = reads.dot, reads.sq_norm
         self._host.reductions = (dot, sq_norm)
         try:

@@ -76,6 +76,15 @@ def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, int]:
     return int(view.data or 0) + int(view.byte_offset), count, int(view.dtype)
 
 
+def _aligned_float64(length: int) -> Any:
+    """A fresh float64 array whose data starts on a 64-byte boundary, as TensorFlow's kernels need."""
+    import numpy as np
+
+    spare = np.empty(length + 8, dtype=np.float64)
+    skip = (-spare.ctypes.data % 64) // 8
+    return spare[skip:skip + length]
+
+
 def _threads() -> int:
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     if intra > 0:
@@ -99,19 +108,39 @@ def eligible(variables: Sequence[Any]) -> bool:
 
 
 def reduce_buffers(
-    xs: Sequence[tf.Tensor], snaps: Sequence[tf.Tensor], heads: Sequence[tf.Tensor], bases: Sequence[tf.Tensor]
-) -> tuple[float, float]:
-    """dot = <s(t), s(t-1)> and ||s(t)||^2 over all variables, s(t-1) = head - base; writes nothing.
+    xs: Sequence[tf.Tensor],
+    snaps: Sequence[tf.Tensor],
+    heads: Sequence[tf.Tensor],
+    bases: Sequence[tf.Tensor],
+    chunks: Sequence[Sequence[int]],
+    absorb: tuple[Sequence[Sequence[tf.Tensor]], float] | None = None,
+) -> tuple[float, float, list[list[tf.Tensor]] | None]:
+    """dot = <s(t), s(t-1)> and ||s(t)||^2 over all variables (s(t-1) = head - base), and W'.
 
-    Each variable's sums come from the shared kernels; the variables' sums are then
-    added one by one in order, from 0.0 (the numpy reference adds its tensors so).
+    Args:
+        xs, snaps, heads, bases: per variable, x(t), x̂(t-1) and the two s(t-1) is formed
+            from, as read (the buffers are read in place, never written).
+        chunks: per variable, the lengths of the chunks its running average is kept in
+            (``_ops.chunk_sizes``): the pass works chunk by chunk.
+        absorb: ``(W, c)``: also form W' = W + c (x(t) - W) per chunk of W (float64
+            tensors, in the layout of ``chunks``), into fresh float64 tensors.
+
+    Returns:
+        ``(dot, sq_norm, W' or None)``. Each chunk's sums come from the shared kernels;
+        a variable's are its chunks' added in order from 0.0, the total the variables'
+        added in order from 0.0 (the numpy reference adds its tensors so).
     """
+    import numpy as np
+
     keep: list[Any] = []
-    per_variable: list[tuple[float, float]] = [(0.0, 0.0)] * len(xs)
+    averages, weight = absorb if absorb is not None else (None, 0.0)
+    per_chunk: dict[int, list[tuple[float, float]]] = {}
+    new_average: list[list[Any]] = [[] for _ in xs]
     for dtype, name in _DTYPES.items():
         index = [i for i, x in enumerate(xs) if x.dtype == dtype]
         if not index:
             continue
+        itemsize = dtype.size
         rows, sizes = [], []
         for i in index:
             x, count, code = _address(xs[i], keep)
@@ -122,15 +151,43 @@ def reduce_buffers(
                     raise RuntimeError(f"variable {i}: its {what} is {t.dtype.name}{t.shape}, "
                                        f"not {xs[i].dtype.name}{xs[i].shape}")
                 row.append(address)
-            rows.append((*row, 0, 0, 0))
-            sizes.append(count)
-        sums = fused.reduce_pass(name, rows, tuple(sizes), threads=_threads())
-        for i, pair in zip(index, sums, strict=True):
-            per_variable[i] = pair
+            if sum(chunks[i]) != count:
+                raise RuntimeError(f"variable {i}: chunks of {sum(chunks[i])} elements for {count}")
+            start = 0
+            for j, length in enumerate(chunks[i]):
+                average = out = 0
+                if averages is not None:
+                    chunk_w = averages[i][j]
+                    average, w_count, w_code = _address(chunk_w, keep)
+                    if chunk_w.dtype != tf.float64 or w_count != length:
+                        raise RuntimeError(f"variable {i}: its average chunk {j} is {chunk_w.dtype.name}"
+                                           f"{chunk_w.shape}, not float64({length},)")
+                    fresh = _aligned_float64(length)
+                    new_average[i].append(fresh)
+                    out = fresh.ctypes.data
+                offset = start * itemsize
+                rows.append((*(a + offset for a in row), 0, average, out))
+                sizes.append(length)
+                start += length
+        sums = fused.reduce_pass(name, rows, tuple(sizes), threads=_threads(), absorbing=averages is not None,
+                                 weight=weight, firsts=[False] * len(sizes))
+        cursor = 0
+        for i in index:
+            per_chunk[i] = sums[cursor:cursor + len(chunks[i])]
+            cursor += len(chunks[i])
     del keep  # the capsules give the buffers back only now, after the pass
     dot = 0.0
     sq_norm = 0.0
-    for leaf_dot, leaf_sq in per_variable:
+    for i in range(len(xs)):
+        leaf_dot = 0.0
+        leaf_sq = 0.0
+        for chunk_dot, chunk_sq in per_chunk[i]:
+            leaf_dot += chunk_dot
+            leaf_sq += chunk_sq
         dot += leaf_dot
         sq_norm += leaf_sq
-    return dot, sq_norm
+    if averages is None:
+        return dot, sq_norm, None
+    # TensorFlow takes the fresh arrays over through DLPack, without a copy
+    return dot, sq_norm, [[tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in group]
+                          for group in new_average]

@@ -105,8 +105,20 @@ def _write_into(writer: Callable[[list[tf.Tensor]], Any], values: list[tf.Tensor
 
 
 def _assign(target: Any, value: tf.Tensor) -> None:
-    """One write inside a batch (runs at tracing time in a graph; per call with functions run eagerly)."""
-    target.assign(value)
+    """One write inside a batch (in a graph it runs at tracing time; eagerly, once per write).
+
+    Eagerly, a plain variable is written by its ``AssignVariableOp`` directly: the same
+    op ``assign`` runs, without its Python wrapping (a quarter of the time).
+    """
+    if tf.executing_eagerly() and _plain(target):
+        tf.raw_ops.AssignVariableOp(resource=target.handle, value=value)
+    else:
+        target.assign(value)
+
+
+def _plain(var: Any) -> bool:
+    """A variable outside any distribution: one ``handle`` that reads and writes all of it."""
+    return hasattr(var, "handle") and not isinstance(var, tf.distribute.DistributedValues)
 
 
 @dataclass
@@ -156,6 +168,9 @@ class Reads:
     sq_norm: float
     xs: list[tf.Tensor]
     snaps: list[tf.Tensor]
+    #: W' of the parameters (per variable, per chunk), formed in the same pass, and its weight c
+    new_average: list[list[tf.Tensor]] | None = None
+    absorbed_weight: float | None = None
 
 
 @dataclass
@@ -209,6 +224,7 @@ class EpochOps(tf.Module):
             graphs[f"reduce_{kind}"] = tf.function(self._make_reduce(kind))
         graphs["absorb_first"] = tf.function(self._make_absorb(True))
         graphs["absorb"] = tf.function(self._make_absorb(False))
+        graphs["absorb_extras"] = tf.function(self._make_absorb(False, extras_only=True))
         graphs["round"] = tf.function(self._round)
 
     # -- graph bodies (pure: tensors in, tensors out) ---------------------------------
@@ -248,13 +264,14 @@ class EpochOps(tf.Module):
 
         return reduce
 
-    def _make_absorb(self, first: bool) -> Any:
-        sizes = self._held.sizes + self._held.extra_sizes
+    def _make_absorb(self, first: bool, extras_only: bool = False) -> Any:
+        held = self._held
+        sizes = held.extra_sizes if extras_only else held.sizes + held.extra_sizes
 
         def absorb(weight: tf.Tensor) -> list[list[tf.Tensor]]:
             out = []
-            variables = self._held.params + self._held.extras
-            averages = self.average + self.extra_average
+            variables = held.extras if extras_only else held.params + held.extras
+            averages = self.extra_average if extras_only else self.average + self.extra_average
             last: list[tf.Tensor] = []
             for i, var in enumerate(variables):
                 parts = _split(tf.convert_to_tensor(var), sizes[i])
@@ -295,8 +312,16 @@ class EpochOps(tf.Module):
                     _assign(target, value)
                 return tf.constant(True)
 
-            graphs["read:" + ",".join(key)] = tf.function(read)
-            graphs[name] = tf.function(write)
+            if not tf.distribute.has_strategy() and all(_plain(t) for t in targets):
+                # plain variables: one eager op per read and write costs less than handing
+                # a graph a hundred tensors (TensorFlow checks every input of a function call)
+                def read_eagerly() -> list[tf.Tensor]:
+                    return [tf.raw_ops.ReadVariableOp(resource=t.handle, dtype=t.dtype) for t in targets]
+
+                graphs["read:" + ",".join(key)], graphs[name] = read_eagerly, write
+            else:
+                graphs["read:" + ",".join(key)] = tf.function(read)
+                graphs[name] = tf.function(write)
         return graphs["read:" + ",".join(key)], graphs[name]
 
     def _targets(self, key: Sequence[str]) -> list[Any]:
@@ -326,34 +351,45 @@ class EpochOps(tf.Module):
             return "head"
         return "base" if layout.base else "zero"
 
-    def reduce(self) -> Reads:
+    def reduce(self, absorb_weight: float | None = None) -> Reads:
         """dot and sq_norm for this epoch (float64, in a fixed order); writes nothing.
 
         On CPU, for large plain float32/float64 variables with numba installed, one numba
         pass over the buffers (``_fused_cpu.py``); else the chunked TensorFlow graph.
+
+        Args:
+            absorb_weight: the c this epoch will absorb x(t) with, when it is known before
+                the decision (a drop pending, ``Controller.pending_average_weight``): the
+                numba pass then also forms the parameters' W' (:meth:`prepare` uses it when
+                the decision's weight is the same).
         """
         kind = self._prev_kind()
         if kind in ("base", "head") and _fused_cpu.eligible(self._held.params):
-            dot, sq_norm, xs, snaps = _run_graph("reduction", self._reduce_fused, kind)
-        else:
-            dot, sq_norm, xs, snaps = _run_graph("reduction", self._held.graphs[f"reduce_{kind}"])
+            absorbing = absorb_weight is not None and self.layout.average and bool(self.average)
+            weight = absorb_weight if absorbing else None
+            return _run_graph("reduction", self._reduce_fused, kind, weight)  # type: ignore[no-any-return]
+        dot, sq_norm, xs, snaps = _run_graph("reduction", self._held.graphs[f"reduce_{kind}"])
         return Reads(float(dot), float(sq_norm), list(xs), list(snaps))
 
-    def _reduce_fused(self, kind: str) -> tuple[float, float, list[tf.Tensor], list[tf.Tensor]]:
+    def _reduce_fused(self, kind: str, weight: float | None) -> Reads:
         graphs = self._held.graphs
-        if f"read_{kind}" not in graphs:
-            held, snapshot, base, head = self._held, self.snapshot, self.step_base, self.step_head
+        key = f"read_{kind}" + ("_average" if weight is not None else "")
+        if key not in graphs:
+            held, snapshot, base, head, average = self._held, self.snapshot, self.step_base, self.step_head, self.average
+            with_average = weight is not None
 
-            def read() -> tuple[list[tf.Tensor], ...]:
+            def read() -> tuple[Any, ...]:
                 xs = [_read(v) for v in held.params]
                 snaps = [_read(v) for v in snapshot]
                 heads = snaps if kind == "base" else [_read(v) for v in head]
-                return xs, snaps, heads, [_read(v) for v in base]
+                averages = [[_read(c) for c in group] for group in average] if with_average else []
+                return xs, snaps, heads, [_read(v) for v in base], averages
 
-            graphs[f"read_{kind}"] = tf.function(read)
-        xs, snaps, heads, bases = graphs[f"read_{kind}"]()
-        dot, sq_norm = _fused_cpu.reduce_buffers(xs, snaps, heads, bases)
-        return dot, sq_norm, list(xs), list(snaps)
+            graphs[key] = tf.function(read)
+        xs, snaps, heads, bases, averages = graphs[key]()
+        absorb = (averages, weight) if weight is not None else None
+        dot, sq_norm, new_average = _fused_cpu.reduce_buffers(xs, snaps, heads, bases, self._held.sizes, absorb)
+        return Reads(dot, sq_norm, list(xs), list(snaps), new_average, weight)
 
     def prepare(self, reads: Reads, weight: float | None, apply: bool) -> Plan:
         """The new buffers (and the values an applied average writes), as fresh tensors; writes nothing.
@@ -368,8 +404,14 @@ class EpochOps(tf.Module):
         current, old_snaps = reads.xs, reads.snaps
         new_average: list[list[tf.Tensor]] | None = None
         if weight is not None and not (apply and weight == 1.0):
-            graph = self._held.graphs["absorb_first" if weight == 1.0 else "absorb"]
-            new_average = _run_graph("absorb", graph, tf.constant(weight, tf.float64))
+            if reads.new_average is not None and reads.absorbed_weight == weight:
+                new_average = list(reads.new_average)  # formed in the reduction's pass
+                if self._held.extras:  # the extras are not in the reduction: absorbed here
+                    extras = _run_graph("absorb", self._held.graphs["absorb_extras"], tf.constant(weight, tf.float64))
+                    new_average += list(extras)
+            else:
+                graph = self._held.graphs["absorb_first" if weight == 1.0 else "absorb"]
+                new_average = _run_graph("absorb", graph, tf.constant(weight, tf.float64))
         written: list[tf.Tensor] = []
         if apply and weight != 1.0:
             assert new_average is not None
