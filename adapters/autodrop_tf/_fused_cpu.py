@@ -130,8 +130,6 @@ def reduce_buffers(
         a variable's are its chunks' added in order from 0.0, the total the variables'
         added in order from 0.0 (the numpy reference adds its tensors so).
     """
-    import numpy as np
-
     keep: list[Any] = []
     averages, weight = absorb if absorb is not None else (None, 0.0)
     per_chunk: dict[int, list[tuple[float, float]]] = {}
@@ -158,7 +156,7 @@ def reduce_buffers(
                 average = out = 0
                 if averages is not None:
                     chunk_w = averages[i][j]
-                    average, w_count, w_code = _address(chunk_w, keep)
+                    average, w_count, _ = _address(chunk_w, keep)
                     if chunk_w.dtype != tf.float64 or w_count != length:
                         raise RuntimeError(f"variable {i}: its average chunk {j} is {chunk_w.dtype.name}"
                                            f"{chunk_w.shape}, not float64({length},)")

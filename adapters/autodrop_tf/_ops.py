@@ -375,7 +375,8 @@ class EpochOps(tf.Module):
         graphs = self._held.graphs
         key = f"read_{kind}" + ("_average" if weight is not None else "")
         if key not in graphs:
-            held, snapshot, base, head, average = self._held, self.snapshot, self.step_base, self.step_head, self.average
+            held, snapshot, base, head = self._held, self.snapshot, self.step_base, self.step_head
+            average = self.average
             with_average = weight is not None
 
             def read() -> tuple[Any, ...]:
