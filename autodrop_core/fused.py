@@ -21,12 +21,13 @@ and must not be imported by ``autodrop_core`` itself (it needs numpy and numba, 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["BLOCK", "COLUMNS", "SPLIT", "available", "reduce_pass"]
+__all__ = ["BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "reduce_pass"]
 
 #: Elements per block: the unit of reassociation and of the lanes.
 BLOCK = 4096
@@ -42,6 +43,85 @@ _build_lock = threading.Lock()
 #: found) aborts when two Python threads launch parallel kernels at once: launches from
 #: this module take turns.
 _launch_lock = threading.Lock()
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLTensor(ctypes.Structure):  # the DLPack ABI's DLTensor (dlpack.h), the head of DLManagedTensor
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", _DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype_code", ctypes.c_uint8),
+        ("dtype_bits", ctypes.c_uint8),
+        ("dtype_lanes", ctypes.c_uint16),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_valid = ctypes.pythonapi.PyCapsule_IsValid
+_capsule_valid.restype = ctypes.c_int
+_capsule_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+#: DLPack's device type of host memory, and its dtype codes for float32/float64
+_KDL_CPU = 1
+_DTYPES = {(2, 32): "float32", (2, 64): "float64"}
+
+
+class Buffer(NamedTuple):
+    """What :func:`dlpack_buffer` reads from a DLPack capsule."""
+
+    address: int  #: of the first element
+    elements: int  #: how many
+    dtype: str | None  #: "float32", "float64", or None for any other type
+    dense: bool  #: row-major and contiguous (no strides, or the row-major ones)
+
+
+def dlpack_buffer(capsule: Any) -> Buffer:
+    """The host buffer behind an unconsumed legacy DLPack capsule (``"dltensor"``), read in place.
+
+    The capsule keeps the memory alive: hold it for as long as the address is used.
+
+    Raises:
+        ValueError: the capsule is not an unconsumed ``"dltensor"`` capsule, or its tensor
+            is not in host memory (its DLPack device type is named).
+    """
+    if not _capsule_valid(capsule, b"dltensor"):
+        raise ValueError(f"{capsule!r} is not an unconsumed 'dltensor' DLPack capsule")
+    view = _DLTensor.from_address(_capsule_pointer(capsule, b"dltensor"))
+    if view.device.device_type != _KDL_CPU:
+        raise ValueError(f"the tensor is on DLPack device type {view.device.device_type}, not in host memory (1)")
+    shape = list((ctypes.c_int64 * view.ndim).from_address(view.shape)) if view.ndim else []
+    count = 1
+    for extent in shape:
+        count *= extent
+    dense = True
+    if view.strides and view.ndim:
+        expected = 1
+        for extent, stride in zip(reversed(shape), reversed(list((ctypes.c_int64 * view.ndim).from_address(
+                view.strides))), strict=True):
+            if extent != 1 and stride != expected:
+                dense = False
+            expected *= extent
+    dtype = _DTYPES.get((view.dtype_code, view.dtype_bits)) if view.dtype_lanes == 1 else None
+    return Buffer(int(view.data or 0) + int(view.byte_offset), count, dtype, dense)
+
+
+def aligned_empty(count: int, dtype: str = "float64") -> Any:
+    """A fresh 1-d numpy array whose data starts on a 64-byte boundary (TensorFlow's kernels need it)."""
+    import numpy as np
+
+    item = np.dtype(dtype).itemsize
+    spare = np.empty(count + 64 // item, dtype=dtype)
+    skip = (-spare.ctypes.data % 64) // item
+    return spare[skip:skip + count]
 
 
 def available() -> bool:

@@ -18,7 +18,7 @@ and noisy, so both sides see the same load), and the medians are reported. Also:
 angle error of the float64 reductions against ``math.fsum``, next to that of float32
 tensordots.
 
-Run: ``python benchmarks/bench_tf_step.py [--repeats 15] [--threads 1 2]``. Nothing is
+Run: ``python benchmarks/bench_tf_step.py [--repeats 15] [--threads 1 2] [--adapter keras]``. Nothing is
 asserted (speed goals live in benchmarks, not tests).
 """
 
@@ -54,9 +54,39 @@ def resnet18_shapes() -> list[tuple[int, ...]]:
     return [*shapes, (512, 10), (10,)]
 
 
-def worker(threads: int, repeats: int) -> dict[str, Any]:
+class _KerasAdapter:
+    """``autodrop_keras.AutoDropCallback`` driven the way ``AutoDrop`` is: ``end_epoch()`` per epoch.
+
+    It watches the variables directly (the entry its conformance driver uses: no model).
+    """
+
+    def __init__(self, variables: list[Any], lrs: float, **settings: Any) -> None:
+        import keras
+        from autodrop_keras import AutoDropCallback
+
+        self.callback = AutoDropCallback(**settings)
+        self.callback._watch(variables, keras.Variable(lrs, dtype="float32"))
+        self.callback.on_epoch_begin(0)
+        self.epoch = 0
+
+    def end_epoch(self) -> Any:
+        self.callback.on_epoch_end(self.epoch)
+        self.epoch += 1
+        return self.callback.last_decision
+
+    @property
+    def controller(self) -> Any:
+        return self.callback.controller
+
+    @property
+    def history(self) -> Any:
+        return self.callback.history
+
+
+def worker(threads: int, repeats: int, adapter: str = "tensorflow") -> dict[str, Any]:
     """One process, ``threads`` TensorFlow threads: medians inside and outside a window, and the bound."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
     import numpy as np
     import tensorflow as tf
 
@@ -69,8 +99,16 @@ def worker(threads: int, repeats: int) -> dict[str, Any]:
     shapes = resnet18_shapes()
     n = sum(math.prod(s) for s in shapes)
     rng = np.random.default_rng(0)
-    params = [tf.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
-    twins = [tf.Variable(p) for p in params]
+    if adapter == "keras":
+        import keras
+
+        params = [keras.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+        twins = [keras.Variable(p.numpy()) for p in params]
+        make: Callable[..., Any] = _KerasAdapter
+    else:
+        params = [tf.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+        twins = [tf.Variable(p) for p in params]
+        make = AutoDrop
     # three alternating directions: the angles vary, so the default 0.01 degree threshold
     # is not met and the plain run's epoch ends stay outside an averaging window
     base = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
@@ -85,12 +123,13 @@ def worker(threads: int, repeats: int) -> dict[str, Any]:
         for p, d in zip(variables, direction):  # stands in for an epoch of in-place optimizer updates
             p.assign_add(d)
 
-    def train(variables: list[tf.Variable]) -> None:
+    def train(variables: list[Any]) -> None:
         epochs[0] += 1
-        move(variables, directions[epochs[0] % 3])
+        # a Keras variable's value is the tf.Variable underneath (TensorFlow backend)
+        move([v.value for v in variables] if adapter == "keras" else variables, directions[epochs[0] % 3])
 
-    plain = AutoDrop(params, lrs=0.1)
-    averaging = AutoDrop(twins, lrs=0.1, threshold=89.0, max_threshold=90.0, drop_delay=10**6)
+    plain = make(params, lrs=0.1)
+    averaging = make(twins, lrs=0.1, threshold=89.0, max_threshold=90.0, drop_delay=10**6)
     for _ in range(4):
         train(params)
         plain.end_epoch()
@@ -126,9 +165,9 @@ def worker(threads: int, repeats: int) -> dict[str, Any]:
     cow_ms = statistics.median(first_update_after_epoch_end() for _ in range(repeats))
 
     # precision: two nearly parallel steps, the case where the angle is ill-conditioned
-    check = AutoDrop(params, lrs=0.1)
+    check = make(params, lrs=0.1)
     before = [p.numpy().astype(np.float64) for p in params]
-    move(params, directions[0])
+    move([p.value for p in params] if adapter == "keras" else params, directions[0])
     middle = [p.numpy().astype(np.float64) for p in params]
     check.end_epoch()
     for p, d in zip(params, directions[0]):
@@ -158,22 +197,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--adapter", choices=["tensorflow", "keras"], default="tensorflow",
+                        help="autodrop_tf.AutoDrop, or the Keras 3 callback (autodrop_keras) on the TensorFlow backend")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(worker(args.threads[0], args.repeats)))
+        print("RESULT " + json.dumps(worker(args.threads[0], args.repeats, args.adapter)))
         return 0
     rows = []
     for threads in args.threads:
         done = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--repeats",
-                               str(args.repeats)], capture_output=True, text=True, check=False)
+                               str(args.repeats), "--adapter", args.adapter], capture_output=True, text=True,
+                              check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
         rows.append(json.loads(lines[-1][len("RESULT "):]))
     first = rows[0]
-    print(f"parameters: {first['params']:,} float32 in {first['variables']} tf.Variables (ResNet-18, CIFAR); "
+    print(f"adapter: {args.adapter}; parameters: {first['params']:,} float32 in {first['variables']} variables "
+          "(ResNet-18, CIFAR); "
           f"medians of {first['repeats']} interleaved epoch ends per thread count")
     print(f"bytes moved per parameter: {OUTSIDE_BYTES} outside a window, {INSIDE_BYTES} inside")
     print("threads | outside ms | bound ms | ratio | inside ms | bound ms | ratio | copy-on-write ms | load")

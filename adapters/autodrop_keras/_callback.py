@@ -40,6 +40,7 @@ from autodrop_core import (
     log_scalars,
 )
 from autodrop_core._history import check_history_size
+from autodrop_keras import _fused_cpu
 
 __all__ = ["AutoDropCallback", "accumulation_dtype"]
 
@@ -286,13 +287,28 @@ class AutoDropCallback(keras.callbacks.Callback):
         check_lrs_unchanged([self._written], [_read(self._lr)], where="the optimizer's learning_rate", fix=_LR_FIX)
         ops = keras.ops
         dot, sq_norm = 0.0, 0.0
-        for i, (v, snap) in enumerate(zip(self._params, self._snapshot, strict=True)):
-            snap_acc = ops.cast(snap, self._acc)
-            step = ops.subtract(ops.cast(v.value, self._acc), snap_acc)
-            prev = self._prev(i, snap_acc)
-            if prev is not None:
-                dot += float(_numpy(ops.sum(ops.multiply(step, prev))))
-            sq_norm += float(_numpy(ops.sum(ops.multiply(step, step))))
+        pairs, fused_average, fused_weight = None, None, None
+        if self._base is not None and self._explicit is None:  # s(t-1) from two buffers: maybe one numba pass
+            heads = self._snapshot if self._head is None else self._head
+            # while a drop is pending the weight is known now: the same pass then forms W' (float64 W only)
+            fused_weight = controller.pending_average_weight if self._acc == "float64" else None
+            absorb = (self._average, fused_weight) if fused_weight is not None and self._average else None
+            result = _fused_cpu.reduce_buffers([v.value for v in self._params], self._snapshot, heads, self._base,
+                                               absorb)
+            if result is not None:
+                pairs, fused_average = result
+        if pairs is not None:
+            for leaf_dot, leaf_sq in pairs:  # the variables in order, as below
+                dot += leaf_dot
+                sq_norm += leaf_sq
+        else:
+            for i, (v, snap) in enumerate(zip(self._params, self._snapshot, strict=True)):
+                snap_acc = ops.cast(snap, self._acc)
+                step = ops.subtract(ops.cast(v.value, self._acc), snap_acc)
+                prev = self._prev(i, snap_acc)
+                if prev is not None:
+                    dot += float(_numpy(ops.sum(ops.multiply(step, prev))))
+                sq_norm += float(_numpy(ops.sum(ops.multiply(step, step))))
         try:
             decision, state = controller.preview(dot, sq_norm)
         except InvalidReductionError as err:
@@ -301,7 +317,10 @@ class AutoDropCallback(keras.callbacks.Callback):
         current = [ops.copy(v.value) for v in self._params]  # x(t)
         average, extra_average = self._average, self._extra_average
         if decision.average_weight is not None:
-            average = self._absorb(average, self._params, decision.average_weight)
+            if fused_average is not None and decision.average_weight == fused_weight:
+                average = fused_average  # formed in the reduction's pass, the same two roundings
+            else:
+                average = self._absorb(average, self._params, decision.average_weight)
             extra_average = self._absorb(extra_average, self._extras, decision.average_weight)
         written: list[tuple[Any, Any]] = []
         if decision.apply_average:

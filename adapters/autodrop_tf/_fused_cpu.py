@@ -16,7 +16,6 @@ alive (its DLPack capsule) until the pass has returned.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -36,53 +35,14 @@ MIN_NUMEL = 1 << 16
 _DTYPES = {tf.float32: "float32", tf.float64: "float64"}
 
 
-class _DLDevice(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.c_void_p),
-        ("device", _DLDevice),
-        ("ndim", ctypes.c_int32),
-        ("dtype", ctypes.c_uint32),
-        ("shape", ctypes.c_void_p),
-        ("strides", ctypes.c_void_p),
-        ("byte_offset", ctypes.c_uint64),
-    ]
-
-
-_get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_get_pointer.restype = ctypes.c_void_p
-_get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-_KDL_CPU = 1
-
-
-def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, int]:
-    """The address, element count and DLPack dtype code of a CPU tensor (its capsule goes into ``keep``).
-
-    TensorFlow's tensors are dense and row-major, whatever strides DLPack reports.
-    """
+def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, str | None]:
+    """The address, element count and dtype of a CPU tensor (its capsule goes into ``keep``)."""
     capsule = tf.experimental.dlpack.to_dlpack(tensor)
     keep.append(capsule)
-    view = _DLTensor.from_address(_get_pointer(capsule, b"dltensor"))
-    if view.device.device_type != _KDL_CPU:
-        raise RuntimeError(f"a tensor of shape {tensor.shape} is not in host memory (DLPack device "
-                           f"{view.device.device_type})")
-    shape = (ctypes.c_int64 * view.ndim).from_address(view.shape) if view.ndim else ()
-    count = 1
-    for extent in shape:
-        count *= extent
-    return int(view.data or 0) + int(view.byte_offset), count, int(view.dtype)
-
-
-def _aligned_float64(length: int) -> Any:
-    """A fresh float64 array whose data starts on a 64-byte boundary, as TensorFlow's kernels need."""
-    import numpy as np
-
-    spare = np.empty(length + 8, dtype=np.float64)
-    skip = (-spare.ctypes.data % 64) // 8
-    return spare[skip:skip + length]
+    buffer = fused.dlpack_buffer(capsule)
+    if not buffer.dense:
+        raise RuntimeError(f"a tensor of shape {tensor.shape} is not dense and row-major")
+    return buffer.address, buffer.elements, buffer.dtype
 
 
 def _threads() -> int:
@@ -160,7 +120,7 @@ def reduce_buffers(
                     if chunk_w.dtype != tf.float64 or w_count != length:
                         raise RuntimeError(f"variable {i}: its average chunk {j} is {chunk_w.dtype.name}"
                                            f"{chunk_w.shape}, not float64({length},)")
-                    fresh = _aligned_float64(length)
+                    fresh = fused.aligned_empty(length)
                     new_average[i].append(fresh)
                     out = fresh.ctypes.data
                 offset = start * itemsize

@@ -68,6 +68,22 @@ Job = tuple[int, Tensor, Tensor, Tensor, Tensor, "tuple[Tensor | None, float] | 
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
+#: Outputs of at least this many bytes are allocated by numpy, which asks Linux for
+#: transparent huge pages on them (``madvise``); torch's CPU allocator does not unless
+#: ``THP_MEM_ALLOC_ENABLE=1`` is set. 0 turns it off.
+HUGE_PAGE_BYTES = 1 << 22
+
+
+def _empty(shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """A fresh contiguous CPU tensor (its memory from numpy when it is large, see :data:`HUGE_PAGE_BYTES`)."""
+    count = shape.numel()
+    if HUGE_PAGE_BYTES and count * dtype.itemsize >= HUGE_PAGE_BYTES:
+        import numpy as np
+
+        return torch.from_numpy(np.empty(tuple(shape), dtype=np.float32 if dtype == torch.float32 else np.float64))
+    return torch.empty(shape, dtype=dtype)
+
+
 def _launch(dtype: torch.dtype, tensors: list[tuple[Tensor | None, ...]], absorb: bool, weight: float,
             firsts: list[bool], threads: int) -> list[tuple[float, float]]:
     """One parallel pass over ``tensors`` (each ``(x, x̂, head, base, copy, W, W')``): (dot, sq) per tensor."""
@@ -113,8 +129,8 @@ def run_many(jobs: list[Job]) -> dict[int, StepResult]:
         tensors: list[tuple[Tensor | None, ...]] = []
         firsts, outputs = [], []
         for _, x, snapshot, head, base, job_absorb in group:
-            copy = torch.empty_like(x, memory_format=torch.contiguous_format)
-            out = torch.empty(x.shape, dtype=torch.float64) if job_absorb is not None else None
+            copy = _empty(x.shape, x.dtype)
+            out = _empty(x.shape, torch.float64) if job_absorb is not None else None
             average = None if job_absorb is None else job_absorb[0]
             tensors.append((x, snapshot, head, base, copy, average, out))
             firsts.append(average is None)

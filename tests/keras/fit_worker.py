@@ -129,7 +129,35 @@ def resume_checks(root: str) -> dict[str, object]:
     return out
 
 
+absorbed: list[bool] = []  #: per epoch end of the numba pass: whether it also formed W'
+
+
+def _choose_path() -> list[bool]:
+    """``AUTODROP_KERAS_PATH=numba``: the numba pass for these small variables too; ``ops``: never.
+
+    Returns a list that records, per epoch end, whether the numba pass ran.
+    """
+    from autodrop_keras import _fused_cpu
+
+    ran: list[bool] = []
+    absorbed.clear()
+    path = os.environ.get("AUTODROP_KERAS_PATH", "ops")
+    _fused_cpu.USE_FUSED_CPU = path == "numba"
+    _fused_cpu.MIN_NUMEL = 0
+    real = _fused_cpu.reduce_buffers
+
+    def counted(*args: object) -> object:
+        result = real(*args)  # type: ignore[arg-type]
+        ran.append(result is not None)
+        absorbed.append(result is not None and result[1] is not None)
+        return result
+
+    _fused_cpu.reduce_buffers = counted  # type: ignore[assignment]
+    return ran
+
+
 def main() -> None:
+    ran = _choose_path()
     x, y = data()
     model = make_model()
     start = [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.trainable_variables]
@@ -157,6 +185,8 @@ def main() -> None:
                 for got, want in zip(after.stats[t], w)
             ))
             w = None
+    fused_epochs = sum(ran[:EPOCHS - 1])  # the first run's epoch ends with a previous step
+    fused_absorbs = sum(absorbed[:EPOCHS - 1])
     plateau_model = make_model()
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)
     try:
@@ -178,6 +208,9 @@ def main() -> None:
         "memory": probe.epochs,
         "acc": autodrop._acc,
         "env": os.environ.get("KERAS_BACKEND"),
+        "fused_epochs": fused_epochs,
+        "fused_absorbs": fused_absorbs,
+        "window_epochs": sum(d.average_weight is not None and d.average_weight < 1.0 for d in autodrop.history),
     }))
 
 

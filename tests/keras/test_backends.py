@@ -24,8 +24,9 @@ HERE = Path(__file__).resolve().parent
 LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def _run(backend: str, root: Path) -> dict[str, object]:
-    env = {**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _run(backend: str, root: Path, path: str = "ops") -> dict[str, object]:
+    env = {**os.environ, "KERAS_BACKEND": backend, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "AUTODROP_KERAS_PATH": path}
     done = subprocess.run(
         [sys.executable, str(HERE / "fit_worker.py"), str(root)], env=env, capture_output=True, text=True,
         timeout=600,
@@ -35,18 +36,27 @@ def _run(backend: str, root: Path) -> dict[str, object]:
     return report
 
 
+@pytest.mark.parametrize("path", ["ops", "numba"])  # keras.ops, or the numba pass over DLPack buffers
 @pytest.mark.parametrize("backend", list(LIBRARY))
 def test_fit_on_the_backend_decides_as_the_numpy_reference_averages_batchnorm_and_resumes_exactly(
-    backend: str, tmp_path: Path
+    backend: str, path: str, tmp_path: Path
 ) -> None:
     if importlib.util.find_spec(LIBRARY[backend]) is None:
         pytest.skip(f"{LIBRARY[backend]} is not installed in this environment")
-    report = _run(backend, tmp_path)
+    if path == "numba" and importlib.util.find_spec("numba") is None:
+        pytest.skip("numba is not installed: no fused CPU pass")
+    report = _run(backend, tmp_path, path)
     assert report["backend"] == backend
+    # every epoch end with a previous step took the chosen path (none in the first epoch: s(t-1) = 0)
+    assert report["fused_epochs"] == (19 if path == "numba" else 0)
+    # W' formed in the same pass at every window epoch after the first, where the average is float64
+    fused_absorbs = report["window_epochs"] if path == "numba" and report["acc"] == "float64" else 0
+    assert report["fused_absorbs"] == fused_absorbs and (fused_absorbs > 0) == (path == "numba" and backend != "jax")
     decisions, reference = report["decisions"], report["reference"]
     assert isinstance(decisions, list) and isinstance(reference, list) and len(decisions) == len(reference) == 20
     assert any(d["dropped"] for d in decisions), "the run must drop at least once"
-    tolerance = 1e-3 if backend == "jax" else 1e-9  # JAX without x64 accumulates in float32
+    # JAX without x64 accumulates in float32 (its averages too, whichever path sums the steps)
+    tolerance = 1e-3 if backend == "jax" else 1e-9
     for got, want in zip(decisions, reference):
         assert (got["triggered"], got["apply_average"], got["dropped"], got["lrs"]) == (
             want["triggered"], want["apply_average"], want["dropped"], want["lrs"]
