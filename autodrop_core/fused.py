@@ -24,10 +24,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import os
 import threading
 from typing import Any, NamedTuple
 
-__all__ = ["BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "reduce_pass"]
+__all__ = [
+    "BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "host_threads", "reduce_pass",
+]
 
 #: Elements per block: the unit of reassociation and of the lanes.
 BLOCK = 4096
@@ -122,6 +125,14 @@ def aligned_empty(count: int, dtype: str = "float64") -> Any:
     spare = np.empty(count + 64 // item, dtype=dtype)
     skip = (-spare.ctypes.data % 64) // item
     return spare[skip:skip + count]
+
+
+def host_threads() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def available() -> bool:

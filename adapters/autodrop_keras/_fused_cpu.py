@@ -15,7 +15,6 @@ This module decides nothing and writes nothing; it keeps every exported tensor a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,12 +42,8 @@ def _threads() -> int:
         import tensorflow as tf
 
         intra = int(tf.config.threading.get_intra_op_parallelism_threads())
-        if intra > 0:
-            return intra
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return intra if intra > 0 else fused.host_threads()
+    return fused.host_threads()
 
 
 def _export(tensor: Any, keep: list[Any]) -> fused.Buffer:

@@ -16,7 +16,6 @@ alive (its DLPack capsule) until the pass has returned.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,13 +45,9 @@ def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, str | None]:
 
 
 def _threads() -> int:
-    intra = tf.config.threading.get_intra_op_parallelism_threads()
-    if intra > 0:
-        return intra
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """TensorFlow's intra-op thread count where it is set, else the CPUs this process may use."""
+    intra = int(tf.config.threading.get_intra_op_parallelism_threads())
+    return intra if intra > 0 else fused.host_threads()
 
 
 def eligible(variables: Sequence[Any]) -> bool:
