@@ -32,7 +32,7 @@ import subprocess
 import sys
 from typing import Any
 
-from peak_rss import peak_during  # next to this file: on sys.path when run or imported from benchmarks/
+from peak_rss import peak_during, warm_up_fused_kernels  # next to this file: on sys.path when run or imported from benchmarks/
 
 SHAPES = [(2048, 2048), (2048, 1536), (1024, 512), (4096,), (1536,), (2,)]
 KEYS = ("params", "model_bytes_per_param", "rest_bytes_per_param", "window_bytes_per_param",
@@ -51,20 +51,6 @@ def _peak(call: Any) -> tuple[int, Any]:
 
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     return peak_during(call)
-
-
-def _warm_up_kernels() -> None:
-    """Import and compile the shared numba kernels here, not inside a measured epoch end (as memory_torch.py)."""
-    from autodrop_core import fused
-
-    if not fused.available():
-        return
-    import numpy as np
-
-    for dtype in ("float32", "float64"):
-        x, w = np.zeros(8, dtype=dtype), np.zeros(8)
-        row = (x.ctypes.data,) * 4 + (0, w.ctypes.data, w.ctypes.data)
-        fused.reduce_pass(dtype, [row], (8,), threads=1, absorbing=True, weight=0.5, firsts=[False])
 
 
 def _run(framework: str, dtype: str) -> dict[str, float]:
@@ -136,7 +122,7 @@ def _run(framework: str, dtype: str) -> dict[str, float]:
 
         callback.on_epoch_begin(0)
 
-    _warm_up_kernels()
+    warm_up_fused_kernels()
     out: dict[str, float] = {"model_bytes_per_param": float(tf_dtype.size)}
     peaks: dict[str, int] = {}
     held_peaks: dict[str, int] = {}

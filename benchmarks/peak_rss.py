@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["peak_during"]
+__all__ = ["peak_during", "warm_up_fused_kernels"]
 
 T = TypeVar("T")
 
@@ -33,3 +33,21 @@ def peak_during(call: Callable[[], T]) -> tuple[int, T]:
     before = _status("VmRSS")
     result = call()
     return max(0, _status("VmHWM") - before), result
+
+
+def warm_up_fused_kernels() -> None:
+    """Import and compile the shared numba kernels (``autodrop_core.fused``) now, outside any measured call.
+
+    Their compilation holds a hundred MB or so for a moment, once per process; an adapter
+    whose first large epoch end compiles them would count it in that epoch's peak.
+    """
+    from autodrop_core import fused
+
+    if not fused.available():
+        return
+    import numpy as np
+
+    for dtype in ("float32", "float64"):
+        x, w = np.zeros(8, dtype=dtype), np.zeros(8)
+        row = (x.ctypes.data,) * 4 + (0, w.ctypes.data, w.ctypes.data)
+        fused.reduce_pass(dtype, [row], (8,), threads=1, absorbing=True, weight=0.5, firsts=[False])
