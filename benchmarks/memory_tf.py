@@ -32,7 +32,10 @@ import subprocess
 import sys
 from typing import Any
 
-from peak_rss import peak_during, warm_up_fused_kernels  # next to this file: on sys.path when run or imported from benchmarks/
+from peak_rss import (  # next to this file: on sys.path when run or imported from benchmarks/
+    peak_during,
+    warm_up_fused_kernels,
+)
 
 SHAPES = [(2048, 2048), (2048, 1536), (1024, 512), (4096,), (1536,), (2,)]
 KEYS = ("params", "model_bytes_per_param", "rest_bytes_per_param", "window_bytes_per_param",
