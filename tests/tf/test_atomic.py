@@ -11,6 +11,7 @@ decisions and ``state_dict``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from autodrop_tf import AutoDrop, _adapter, _ops, _variables
+from autodrop_tf import AutoDrop, _adapter, _fused_cpu, _ops, _variables
 
 EPOCHS = int(os.environ.get("AUTODROP_FAULT_EPOCHS", 14))
 SETTINGS: dict[str, Any] = {"drop_delay": 3, "threshold": 5.0, "max_threshold": 50.0, "min_lr": 1e-5}
@@ -33,7 +34,7 @@ STAGES: dict[str, tuple[Any, str, str | None]] = {
     "average: absorb x(t)": (_ops, "_run_graph", "absorb"),
     "average: round for writing": (_ops, "_run_graph", "average"),
     "write of a batch (variables or buffers)": (_ops, "_write_into", None),
-    # only with functions run eagerly (in a graph it runs once, at tracing): each single write
+    # each single write (plain variables are written by one eager op each; a graph's writes run at tracing)
     "single write inside a batch": (_ops, "_assign", None),
     "lr write": (_variables.LrHandle, "write", None),
     "meta write": (_adapter, "_set_meta", None),
@@ -124,10 +125,26 @@ def mode(request: pytest.FixtureRequest) -> Any:
     tf.config.run_functions_eagerly(False)
 
 
+@pytest.fixture(params=["graph", "numba"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The reduction as a TensorFlow graph, or as the numba pass (float32 variables only, switched on for them)."""
+    if request.param == "numba":
+        if importlib.util.find_spec("numba") is None:
+            pytest.skip("numba is not installed")
+        monkeypatch.setattr(_fused_cpu, "MIN_NUMEL", 0)
+        monkeypatch.setitem(globals(), "DTYPES", [np.float32] * len(SHAPES))  # a float16 variable keeps the graph
+    return str(request.param)
+
+
 def test_a_failure_at_any_stage_of_the_epoch_end_changes_nothing_and_the_retry_is_exact(
-    monkeypatch: pytest.MonkeyPatch, mode: str
+    monkeypatch: pytest.MonkeyPatch, mode: str, path: str
 ) -> None:
-    stages = dict(STAGES) if mode != "graphs" else {k: v for k, v in STAGES.items() if v[1] != "_assign"}
+    # plain variables are written by one eager op each, in graph mode too: every single write is a stage
+    stages = dict(STAGES)
+    if path == "numba":  # the numba pass must have run (it goes through the "reduction" seam as well)
+        passes: list[int] = []
+        real = _fused_cpu.reduce_buffers
+        monkeypatch.setattr(_fused_cpu, "reduce_buffers", lambda *a: passes.append(1) or real(*a))
     twin, run = Run(), Run()
     seams = Seams(monkeypatch, stages)
     injected: Counter[str] = Counter()
@@ -158,3 +175,5 @@ def test_a_failure_at_any_stage_of_the_epoch_end_changes_nothing_and_the_retry_i
     assert any(d.average_weight is not None and not d.apply_average for d in history)
     print(f"\nTF epoch end ({mode}): {sum(injected.values())} faults injected over {EPOCHS} epochs: {dict(injected)}")
     assert set(injected) == set(stages), f"stages never reached: {set(stages) - set(injected)}"
+    if path == "numba":
+        assert passes, "the numba pass never ran"
