@@ -264,6 +264,9 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
             )
         if absorbed is not None and decision.average_weight == pending_weight:
             average, average_lo = absorbed, None  # the numba pass formed W' (float64, x64 only)
+        elif not first and average_lo is not None and _fused_cpu.eligible(leaves, average, average_lo):
+            weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
+            average, average_lo = _fused_cpu.absorb_pair(leaves, average, average_lo, weight, names)
         else:  # the decision is the authority (it agrees with the pending weight whenever one exists)
             weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
             if first:

@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from autodrop_jax import _fused_cpu
+from autodrop_jax import _fused_cpu, _programs
 
 from autodrop_core import InvalidReductionError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
 
-SHAPES = [(3, 3, 16, 32), (32,), (70_001,), (1,)]
+SHAPES = [(3, 3, 16, 32), (32,), (70_001,), (1,), (0,)]
 
 
 def _exact(xs, snaps, heads, bases) -> tuple[float, float]:
@@ -48,7 +48,8 @@ def test_the_numba_reduction_is_float64_exact_to_1e_13(dtype: type, head_is_snap
     with jax.enable_x64(dtype == np.float64):
         as_jax = [[jnp.asarray(a) for a in group] for group in (xs, snaps, heads, bases)]
         x, s, h, b = as_jax
-        result = _fused_cpu.reduce_epoch(x, s, b, None if head_is_snapshot else h, [f"[{i}]" for i in range(4)])
+        names = [f"[{i}]" for i in range(len(SHAPES))]
+        result = _fused_cpu.reduce_epoch(x, s, b, None if head_is_snapshot else h, names)
         copies = [np.asarray(c) for c in result.copies]
     exact_dot, exact_sq = _exact(xs, snaps, heads, bases)
     assert result.dot == pytest.approx(exact_dot, rel=1e-13, abs=0.0)
@@ -62,11 +63,11 @@ def test_the_numba_reduction_is_float64_exact_to_1e_13(dtype: type, head_is_snap
 def test_the_first_epoch_has_a_zero_previous_step_and_a_nonfinite_step_gives_nan() -> None:
     xs, snaps, _, _ = _leaves(np.float32, True)
     x, s = [jnp.asarray(a) for a in xs], [jnp.asarray(a) for a in snaps]
-    result = _fused_cpu.reduce_epoch(x, s, None, None, ["a", "b", "c", "d"], copying=False)
+    result = _fused_cpu.reduce_epoch(x, s, None, None, list("abcde"), copying=False)
     assert result.dot == 0.0 and result.copies is None
     assert result.sq_norm == pytest.approx(_exact(xs, snaps, snaps, snaps)[1], rel=1e-13)
     x[1] = x[1].at[3].set(jnp.inf)
-    assert math.isnan(_fused_cpu.reduce_epoch(x, s, None, None, ["a", "b", "c", "d"]).dot)
+    assert math.isnan(_fused_cpu.reduce_epoch(x, s, None, None, list("abcde")).dot)
 
 
 def test_a_buffer_of_another_size_or_dtype_is_refused_naming_the_leaf_before_any_read() -> None:
@@ -92,10 +93,13 @@ def test_the_copies_and_averages_are_the_kernels_numpy_buffers_adopted_without_a
     with jax.enable_x64(True):
         x, s, h, b = ([jnp.asarray(a) for a in group] for group in (xs, snaps, heads, bases))
         w = [jnp.asarray(a, jnp.float64) + 0.5 for a in bases]
-        result = _fused_cpu.reduce_epoch(x, s, b, h, ["a", "b", "c", "d"], absorb=(w, 0.25))
+        result = _fused_cpu.reduce_epoch(x, s, b, h, list("abcde"), absorb=(w, 0.25))
         assert result.copies is not None and result.averages is not None
         assert len(allocated) == 2 * len(xs)
         for i, (copy, average) in enumerate(zip(result.copies, result.averages, strict=True)):
+            assert copy.shape == xs[i].shape and average.dtype == jnp.float64
+            if not xs[i].size:
+                continue  # an empty leaf has no buffer to compare
             assert copy.unsafe_buffer_pointer() == allocated[i].ctypes.data  # no copy on adoption
             assert average.unsafe_buffer_pointer() == allocated[len(xs) + i].ctypes.data
             assert copy.unsafe_buffer_pointer() != x[i].unsafe_buffer_pointer()  # never the caller's buffer
@@ -104,6 +108,24 @@ def test_the_copies_and_averages_are_the_kernels_numpy_buffers_adopted_without_a
             np.testing.assert_array_equal(np.asarray(copy), xs[i])
             want = np.asarray(w[i]) + (xs[i].astype(np.float64) - np.asarray(w[i])) * 0.25
             np.testing.assert_array_equal(np.asarray(average), want)  # two roundings, no fused multiply-add
+
+
+@pytest.mark.parametrize("weight", [2.0 / 3.0, 2.0 / 7.0, 0.5, 2.0 / 25.0])
+def test_the_numba_pair_absorb_gives_the_bits_of_the_xla_one(weight: float) -> None:
+    rng = np.random.default_rng(5)
+    shapes = [(3, 3, 16, 32), (70_001,), (1,), (0,)]
+    with jax.enable_x64(False):
+        x = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+        hi = [jnp.asarray(np.asarray(a) + 1e-2 * rng.standard_normal(a.shape), jnp.float32) for a in x]
+        lo = [jnp.asarray(np.abs(np.asarray(h)) * rng.uniform(-2.0**-25, 2.0**-25, h.shape), jnp.float32) for h in hi]
+        pair = _programs.split_weight(weight, np.dtype(np.float32))
+        want_hi, want_lo = _programs.absorb(x, hi, lo, pair, first=False, flat=True)
+        got_hi, got_lo = _fused_cpu.absorb_pair(x, hi, lo, pair, ["a", "b", "c", "d"])
+    for w, g, a in zip(want_hi + want_lo, got_hi + got_lo, x + x, strict=True):
+        assert g.shape == a.shape and g.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    for g, a in zip(got_hi, x, strict=True):
+        assert g.size == 0 or g.unsafe_buffer_pointer() != a.unsafe_buffer_pointer()
 
 
 def test_only_large_single_device_float32_or_float64_models_are_eligible(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +138,9 @@ def test_only_large_single_device_float32_or_float64_models_are_eligible(monkeyp
     assert not _fused_cpu.eligible(big)
 
 
-def _run(fused: bool, monkeypatch: pytest.MonkeyPatch, calls: list[bool]) -> tuple[list, list[np.ndarray]]:
+def _run(
+    fused: bool, monkeypatch: pytest.MonkeyPatch, calls: list[bool], pairs: list[int]
+) -> tuple[list, list[np.ndarray]]:
     monkeypatch.setattr(_fused_cpu, "USE_FUSED_CPU", fused)
     monkeypatch.setattr(_fused_cpu, "MIN_NUMEL", 0)
     real = _fused_cpu.reduce_epoch
@@ -126,6 +150,8 @@ def _run(fused: bool, monkeypatch: pytest.MonkeyPatch, calls: list[bool]) -> tup
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_fused_cpu, "reduce_epoch", spy)
+    real_pair = _fused_cpu.absorb_pair
+    monkeypatch.setattr(_fused_cpu, "absorb_pair", lambda *a: pairs.append(1) or real_pair(*a))
     rng = np.random.default_rng(3)
     shapes = [(64, 32), (32,), (500,)]
     dtypes = [jnp.float32, jnp.float32, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32]
@@ -145,13 +171,17 @@ def test_the_numba_path_decides_as_the_xla_path_through_windows_averages_and_dro
     x64: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     xla_calls: list[bool] = []
-    xla_history, xla_params = _run(False, monkeypatch, xla_calls)
-    assert not xla_calls
+    xla_pairs: list[int] = []
+    xla_history, xla_params = _run(False, monkeypatch, xla_calls, xla_pairs)
+    assert not xla_calls and not xla_pairs
     fused_calls: list[bool] = []
-    fused_history, fused_params = _run(True, monkeypatch, fused_calls)
+    fused_pairs: list[int] = []
+    fused_history, fused_params = _run(True, monkeypatch, fused_calls, fused_pairs)
     assert len(fused_calls) == 24  # every epoch end, the first and the one after an applied average included
-    # under x64 the pass absorbs x(t) into the float64 W while a drop is pending; the float32 pair stays on XLA
-    assert any(fused_calls) == x64
+    # while a drop is pending: under x64 the pass absorbs x(t) into the float64 W, else absorb_pair the float32 pair
+    continued = sum(d.average_weight is not None and d.average_weight != 1.0 for d in fused_history)
+    assert continued > 0
+    assert (sum(fused_calls), len(fused_pairs)) == ((continued, 0) if x64 else (0, continued))
     assert any(d.dropped for d in xla_history) and any(d.apply_average for d in xla_history)
     applied = [d.epoch for d in xla_history if d.apply_average]
     for g, f in zip(xla_history, fused_history, strict=True):
@@ -172,7 +202,7 @@ def test_the_numba_path_decides_as_the_xla_path_through_windows_averages_and_dro
     for g, f in zip(xla_params, fused_params, strict=True):
         if x64:  # the applied averages differ in the last bit where the FMA rounds otherwise
             np.testing.assert_allclose(f, g, rtol=2.0 ** (-23 if g.dtype == np.float32 else -50), atol=0)
-        else:  # W is formed on XLA either way, the copies are exact: the same bits
+        else:  # absorb_pair has the XLA path's arithmetic, the copies are exact: the same bits
             np.testing.assert_array_equal(g, f)
 
 
