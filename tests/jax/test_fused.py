@@ -218,3 +218,31 @@ def test_a_nonfinite_epoch_on_the_numba_path_names_the_leaf_and_returns_nothing(
         autodrop_jax.update(state, {"a": params["a"] * 3, "b": params["b"].at[2].set(jnp.nan)})
     for want, got in zip(before, jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(got), want)
+
+
+SHARDED = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import autodrop_jax
+from autodrop_jax import _fused_cpu
+
+_fused_cpu.MIN_NUMEL = 0
+calls = []
+real = _fused_cpu.reduce_epoch
+_fused_cpu.reduce_epoch = lambda *a, **k: calls.append(1) or real(*a, **k)
+mesh = Mesh(np.array(jax.devices()), ("a",))
+sharded = jax.device_put(jnp.arange(64, dtype=jnp.float32), NamedSharding(mesh, P("a")))
+plain = jnp.arange(64, dtype=jnp.float32)
+for params, want in (([sharded], 0), ([plain], 3)):
+    calls.clear()
+    assert _fused_cpu.eligible(params) == (want > 0)
+    state = autodrop_jax.init(params, 0.1)
+    for epoch in range(3):
+        params, state, _ = autodrop_jax.update(state, [params[0] + epoch + 1.0])
+    assert len(calls) == want, (params[0].sharding, calls)
+print("ok")
+"""
+
+
+def test_a_sharded_model_keeps_the_xla_path(run_python) -> None:
+    assert run_python(SHARDED, devices=2).strip().endswith("ok")
