@@ -35,7 +35,7 @@ FRAMEWORKS: dict[str, tuple[str, list[str], list[str]]] = {
         "torch,torch-fast,torch-test,conformance", ["tests/torch", "tests/faults", "tests/integrations", "tests/keras"],
         ["torch"],
     ),
-    "jax": ("jax,jax-test,conformance", ["tests/jax", "tests/keras"], ["jax", "jax-float32"]),
+    "jax": ("jax,jax-fast,jax-test,conformance", ["tests/jax", "tests/keras"], ["jax", "jax-float32"]),
     "tensorflow": ("tensorflow,tensorflow-fast,conformance", ["tests/tf", "tests/keras"], ["tensorflow"]),
     "demo": ("demo", ["tests/demo"], []),
 }

@@ -20,7 +20,10 @@ median of ``--repeats`` calls. Without x64 the 1-thread process also reports
 ``angle_error_deg``: the largest |angle(float32 adapter) - angle(float64 numpy reference)|
 over steps whose angles span 90 to about 2.5 degrees.
 
-Usage: ``python benchmarks/bench_jax_step.py [--x64] [--threads 1 2] [--repeats N] [--json]``.
+On CPU with numba installed the epoch end runs as numba passes (``autodrop_jax._fused_cpu``);
+``--xla`` switches them off to time the XLA programs instead.
+
+Usage: ``python benchmarks/bench_jax_step.py [--x64] [--xla] [--threads 1 2] [--repeats N] [--json]``.
 It prints the exact numbers; nothing is asserted here (speed goals live in benchmarks,
 not tests). This script must not download anything.
 """
@@ -174,15 +177,18 @@ def benchmark(threads: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def _child(threads: int, x64: bool, repeats: int) -> dict[str, Any]:
+def _child(threads: int, x64: bool, repeats: int, xla: bool = False) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < threads:
         raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
     os.sched_setaffinity(0, set(cores[:threads]))  # before jax (XLA sizes its thread pool from it) and numba
     import jax
+    from autodrop_jax import _fused_cpu
 
     jax.config.update("jax_enable_x64", x64)
+    _fused_cpu.USE_FUSED_CPU = not xla
     result = benchmark(threads, repeats)
+    result["path"] = "xla" if xla or not _fused_cpu.fused.available() else "numba"
     if not x64 and threads == 1:
         errors = float32_angle_errors()
         result["angle_errors_deg"] = [[round(a, 4), e] for a, e in errors]
@@ -196,15 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts, one process each")
     parser.add_argument("--repeats", type=int, default=21, help="calls timed per measurement (median)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per thread count only")
+    parser.add_argument("--xla", action="store_true", help="time the XLA programs, not the numba CPU passes")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(args.child, args.x64, args.repeats)))
+        print(json.dumps(_child(args.child, args.x64, args.repeats, args.xla)))
         return 0
     results = []
     for threads in args.threads:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(threads), "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd + (["--x64"] if args.x64 else []), capture_output=True, text=True, check=False)
+        cmd += (["--x64"] if args.x64 else []) + (["--xla"] if args.xla else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             print(out.stdout, out.stderr, file=sys.stderr)
             return out.returncode
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(r["probe"])
         print(f"  {r['threads']} thread(s), x64={r['x64']}, {r['params']:,} params in {r['arrays']} arrays, "
-              f"{r['device']}")
+              f"{r['device']}, {r['path']} path")
         for where in ("outside", "inside"):
             print(f"  {where:>7} a window: update {r[where + '_ms']:8.2f} ms (quartiles {r[where + '_ms_quartiles']}), "
                   f"bound {r[where + '_bound_ms']:7.2f} ms, ratio {r[where + '_ratio']:.2f}")

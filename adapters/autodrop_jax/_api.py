@@ -2,7 +2,9 @@
 
 ``update`` is the adapter pattern of the spec in JAX terms: one jitted reduction,
 one host transfer of the per-leaf partial sums, the core's decision on the host,
-then (only when the decision says so) a jitted averaging step. It is pure in the
+then (only when the decision says so) a jitted averaging step. On CPU, for models with a
+large float32/float64 leaf and numba installed, one numba pass over the buffers replaces
+the reduction program (``_fused_cpu.py``). It is pure in the
 functional sense: it returns new parameters and a new state and changes neither
 input, so a rejected epoch simply returns nothing. It must not be called inside
 ``jax.jit`` (the decision needs concrete numbers) and must not re-implement any
@@ -19,8 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autodrop_core import AutoDropConfig, Decision, InvalidReductionError, StateError, advance, initial_state
-from autodrop_jax import _programs
+from autodrop_core import (
+    AutoDropConfig,
+    Controller,
+    Decision,
+    InvalidReductionError,
+    StateError,
+    advance,
+    initial_state,
+)
+from autodrop_jax import _fused_cpu, _programs
 from autodrop_jax._state import (
     HEAD_IS_COPY,
     HEAD_IS_SNAPSHOT,
@@ -144,19 +154,44 @@ def step_reductions(state: AutoDropState, params: Any) -> tuple[float, float]:
     Returns:
         ``(dot, sq_norm)`` = (<s(t), s(t-1)>, ||s(t)||^2), combined on the host in float64.
     """
-    leaves, _, _ = _matching_leaves(state, params)
-    partials, _ = _reduce(state, decode_buffers(state.layout), leaves)
-    return _programs.sum_partials(partials)
+    leaves, _, names = _matching_leaves(state, params)
+    dot, sq_norm, _, _ = _reduce(state, decode_buffers(state.layout), leaves, names, copying=False)
+    return dot, sq_norm
 
 
-def _reduce(state: AutoDropState, buffers: Buffers, leaves: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
-    """The epoch's reduction program over the state's real buffers (placeholders never go in)."""
+def _reduce(
+    state: AutoDropState,
+    buffers: Buffers,
+    leaves: list[jax.Array],
+    names: list[str],
+    *,
+    copying: bool = True,
+    weight: float | None = None,
+) -> tuple[float, float, list[jax.Array], list[jax.Array] | None]:
+    """The epoch's reduction over the state's real buffers (placeholders never go in).
+
+    Returns ``(dot, sq_norm, copies, absorbed)``: the two sums (float64 on the host), fresh
+    copies of x(t) (the candidate snapshot; empty when not ``copying``) and, where the
+    numba pass could fold it in (x64, a drop pending: ``weight`` is the pending average
+    weight), W' = W + weight (x(t) - W), else None. On CPU, for large float32/float64
+    models on one device with numba installed, one numba pass (``_fused_cpu.py``) does it
+    all; else the XLA program does the reduction and the copies.
+    """
     snapshot = jax.tree.leaves(state.snapshot)
     base = _placed(state.step_base, snapshot) if buffers.base else None
     head = _placed(state.step_head, snapshot) if buffers.head != HEAD_IS_SNAPSHOT else None
+    if buffers.head != HEAD_IS_STEP and _fused_cpu.eligible(leaves, snapshot, base, head):
+        absorb = None
+        if weight is not None and buffers.average and accumulation_dtype() == np.float64:
+            average = _placed(state.average, snapshot)
+            if _fused_cpu.averages_fit(leaves, average):
+                absorb = (average, weight)
+        result = _fused_cpu.reduce_epoch(leaves, snapshot, base, head, names, copying=copying, absorb=absorb)
+        return result.dot, result.sq_norm, result.copies or [], result.averages
     acc = accumulation_dtype().name
     partials, copies, _ = _programs.reduce_epoch(leaves, snapshot, base, head, acc=acc)  # s(t) is not kept
-    return partials, copies
+    dot, sq_norm = _programs.sum_partials(partials)
+    return dot, sq_norm, copies, None
 
 
 def _placed(tree: Any, snapshot: list[jax.Array]) -> list[jax.Array]:
@@ -197,8 +232,9 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
     config = state.config
     core = decode_core(state.core, config)
     buffers = decode_buffers(state.layout)
-    partials, copies = _reduce(state, buffers, leaves)
-    dot, sq_norm = _programs.sum_partials(partials)
+    # While a drop is pending the weight is known before the reductions: the numba pass may absorb x(t) too.
+    pending_weight = Controller(config, core).pending_average_weight
+    dot, sq_norm, copies, absorbed = _reduce(state, buffers, leaves, names, weight=pending_weight)
     try:
         decision, new_core = advance(config, core, dot, sq_norm)
     except InvalidReductionError as err:
@@ -226,10 +262,16 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
                 f"epoch {decision.epoch} continues an averaging window, but the state holds no running average "
                 "(its buffer layout says W is absent): the state was not produced by autodrop_jax"
             )
-        weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
-        if first:
-            average, average_lo = None, None  # W <- x(t): the old W (if any) is not read
-        average, average_lo = _programs.absorb(leaves, average, average_lo, weight, first=first, flat=flat)
+        if absorbed is not None and decision.average_weight == pending_weight:
+            average, average_lo = absorbed, None  # the numba pass formed W' (float64, x64 only)
+        elif not first and average_lo is not None and _fused_cpu.eligible(leaves, average, average_lo):
+            weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
+            average, average_lo = _fused_cpu.absorb_pair(leaves, average, average_lo, weight, names)
+        else:  # the decision is the authority (it agrees with the pending weight whenever one exists)
+            weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
+            if first:
+                average, average_lo = None, None  # W <- x(t): the old W (if any) is not read
+            average, average_lo = _programs.absorb(leaves, average, average_lo, weight, first=first, flat=flat)
     else:
         average, average_lo = None, None
     if decision.apply_average:

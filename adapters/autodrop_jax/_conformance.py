@@ -26,6 +26,7 @@ from autodrop_conformance._reference import adapter_kwargs
 
 import autodrop_jax
 from autodrop_core import AutoDropConfig, Decision
+from autodrop_jax._fused_cpu import MIN_NUMEL
 
 __all__ = ["JaxDriver", "driver", "driver_float32"]
 
@@ -102,8 +103,9 @@ class JaxDriver:
 
     few_shapes = True  # XLA compiles once per tree of shapes: keep their number small
     max_examples: int | None = 25
-    #: no size-dependent path; one large size (one more compiled shape) checks the large cases
-    size_thresholds: tuple[int, ...] = (2**16 + 1,)
+    #: the numba CPU epoch end (``_fused_cpu.py``) takes models with a leaf of at least this
+    #: many elements; one large size (one more compiled shape) checks that path
+    size_thresholds: tuple[int, ...] = (MIN_NUMEL,)
 
     def __init__(self, x64: bool) -> None:
         self.x64 = x64

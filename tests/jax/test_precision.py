@@ -10,6 +10,7 @@ from pathlib import Path
 
 import autodrop_jax
 import pytest
+from autodrop_jax import _fused_cpu
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,13 @@ def test_resnet18_shapes_are_62_arrays_of_11_2m_parameters():
 
 
 @pytest.mark.slow
-def test_float32_angle_error_at_11m_parameters_is_at_most_1e_4_degrees():
+@pytest.mark.parametrize("path", ["xla", "numba"])
+def test_float32_angle_error_at_11m_parameters_is_at_most_1e_4_degrees(path, monkeypatch):
+    # 11M parameters take the numba CPU pass (float64 sums) where numba is installed: the XLA
+    # path's float32 sums are what this bound is about, so both are run
+    if path == "numba" and importlib.util.find_spec("numba") is None:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(_fused_cpu, "USE_FUSED_CPU", path == "numba")
     errors = load_benchmark().float32_angle_errors()
     angles = [angle for angle, _ in errors]
     assert max(angles) > 80 and min(angles) < 5, f"the steps must span wide and narrow angles, got {angles}"

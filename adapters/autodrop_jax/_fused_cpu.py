@@ -1,0 +1,345 @@
+"""The CPU epoch end in one numba pass over the arrays' own buffers (reduction, copy, float64 absorb).
+
+XLA:CPU runs the reduction program (``_programs.reduce_epoch``) as several loops: it
+materialises s(t), copies x(t) in a pass of its own and, under x64, materialises the
+widened s(t-1) too, moving more than twice the bytes an epoch end needs. On CPU, when
+numba is installed and every leaf is a large enough float32/float64 array on one CPU
+device, this module instead hands the addresses of the buffers (x(t), x̂(t-1), and the
+two that s(t-1) is formed from) to the kernels every adapter shares
+(:mod:`autodrop_core.fused`). One pass reads each byte once and writes:
+
+* a fresh copy of x(t) (the candidate snapshot: the caller may donate its parameters
+  later, so ours must not alias them), into numpy memory aligned to 64 bytes that JAX
+  then adopts through DLPack without a copy;
+* under x64 while a drop is pending (the weight c is known before the reductions), the
+  new float64 running average W' = W + c (x(t) - W), with the numpy reference's two
+  roundings (XLA:CPU contracts the same expression into a fused multiply-add, so W' may
+  differ from the XLA path's in its last bit).
+
+Without x64, W is a float32 (hi, lo) pair, which that pass does not form; once the core
+has decided, :func:`absorb_pair` forms it in a second numba pass with the arithmetic of
+``_programs.absorb`` operation for operation, including the one fused multiply-add
+XLA:CPU makes of ``c_hi * gap + c_lo * gap``: the same bits as the XLA path.
+
+The sums are float64 per leaf (blocked, the same bits on any number of threads), then
+the leaves are added in order from 0.0, as ``_programs.sum_partials`` adds the XLA
+partials. Under x64 they differ from the XLA path's only in the order of float64
+additions (about 1e-13 relative); without x64 they are float64 where XLA's are float32,
+so more exact.
+
+This module decides nothing and never writes into a caller's buffer: every output is
+freshly allocated, so a rejected epoch leaves the state as it was. It checks the dtype
+and size of every buffer before the pass (never reads past a buffer's end) and keeps
+every array alive until the pass has returned.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from autodrop_core import fused
+
+__all__ = ["ALIGNMENT", "MIN_NUMEL", "USE_FUSED_CPU", "FusedResult", "absorb_pair", "eligible", "reduce_epoch"]
+
+#: Use the numba pass where it applies (tests switch it off, or on for small models).
+USE_FUSED_CPU = True
+#: A model whose leaves are all smaller than this keeps the XLA path: it never pays
+#: numba's import and compile time (a few seconds).
+MIN_NUMEL = 1 << 16
+#: Byte alignment of the outputs: JAX:CPU adopts a numpy buffer through DLPack without a
+#: copy only when it is aligned (64 bytes is enough for every jaxlib tested).
+ALIGNMENT = 64
+
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+#: Elements per block of :func:`absorb_pair` (elementwise: the blocks only balance the threads).
+_PAIR_BLOCK = 1 << 16
+
+_pair_kernel: Any = None
+_pair_lock = threading.Lock()
+
+
+def _on_one_cpu(x: Any) -> bool:
+    if not isinstance(x, jax.Array):
+        return False
+    devices = x.sharding.device_set
+    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
+def _row_major(x: jax.Array) -> bool:
+    """Whether the array's buffer is dense and row-major (JAX's default layout)."""
+    layout = getattr(getattr(x, "format", None), "layout", None)
+    return layout is None or not hasattr(layout, "major_to_minor") or (
+        tuple(layout.major_to_minor) == tuple(range(x.ndim)) and not tuple(getattr(layout, "tiling", ()) or ())
+    )
+
+
+def eligible(*groups: Sequence[Any] | None) -> bool:
+    """Whether the numba pass can take these leaves (the first group: x(t); the others: buffers read with it).
+
+    Every array is on one CPU device (not sharded), float32 or float64, every group's
+    leaf i has leaf i of x(t)'s shape and dtype, and one leaf of x(t) has at least
+    :data:`MIN_NUMEL` elements. The leaves of x(t) must have the default (row-major)
+    layout; the other groups are the state's buffers, which this adapter's programs and
+    this module produce, in that layout. ``None`` groups are skipped.
+    """
+    if not USE_FUSED_CPU or not groups or not groups[0] or not fused.available():
+        return False
+    xs = groups[0]
+    if not any(getattr(x, "size", 0) >= MIN_NUMEL for x in xs):
+        return False
+    if not all(_on_one_cpu(x) and np.dtype(x.dtype) in _DTYPES and _row_major(x) for x in xs):
+        return False
+    for group in groups[1:]:
+        if group is None:
+            continue
+        if len(group) != len(xs) or not all(
+            _on_one_cpu(other) and other.dtype == x.dtype and other.shape == x.shape
+            for x, other in zip(xs, group, strict=True)
+        ):
+            return False
+    return True
+
+
+def averages_fit(xs: Sequence[Any], averages: Sequence[Any]) -> bool:
+    """Whether the pass can read these running averages: float64, on one CPU device, shaped like x(t)."""
+    return len(averages) == len(xs) and all(
+        _on_one_cpu(w) and np.dtype(w.dtype) == np.float64 and w.shape == x.shape
+        for x, w in zip(xs, averages, strict=True)
+    )
+
+
+def _threads() -> int:
+    """XLA:CPU sizes its thread pool from the cores this process may run on: the pass uses as many."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _empty(counts: Sequence[int], dtype: np.dtype) -> list[np.ndarray]:
+    """Fresh 1-d numpy arrays of these element counts, each starting on an :data:`ALIGNMENT` boundary.
+
+    One allocation per leaf: the memory allocator hands the buffers of earlier epochs'
+    freed states back without new page faults (one allocation for all leaves, larger
+    than glibc's largest heap chunk, would be mapped and faulted in afresh every epoch:
+    25% slower on the ResNet-18 shapes, even with huge pages).
+    """
+    out = []
+    for count in counts:
+        raw = np.empty(count * dtype.itemsize + ALIGNMENT, dtype=np.uint8)
+        start = (-raw.ctypes.data) % ALIGNMENT
+        out.append(raw[start:start + count * dtype.itemsize].view(dtype))
+    return out
+
+
+def _adopt(array: np.ndarray, shape: tuple[int, ...]) -> jax.Array:
+    """The numpy output as a JAX array on the CPU, through DLPack (no copy where aligned)."""
+    return jax.dlpack.from_dlpack(array.reshape(shape))
+
+
+def _address(what: str, name: str, x: jax.Array, buffer: jax.Array, dtype: np.dtype) -> int:
+    """The buffer's address, after checking that it holds ``x.size`` elements of ``dtype``."""
+    if np.dtype(buffer.dtype) != dtype or buffer.size != x.size:
+        raise RuntimeError(f"params{name}: its {what} is {np.dtype(buffer.dtype)}{list(buffer.shape)}, "
+                           f"expected {dtype}{list(x.shape)}: refused before any read")
+    nbytes = buffer.on_device_size_in_bytes()
+    if nbytes < x.size * dtype.itemsize:
+        raise RuntimeError(f"params{name}: its {what} buffer holds {nbytes} bytes, fewer than "
+                           f"{x.size} x {dtype.itemsize}: refused before any read")
+    return int(buffer.unsafe_buffer_pointer()) if x.size else 0
+
+
+@dataclass(frozen=True)
+class FusedResult:
+    """What one pass returns: the two sums (float64, leaves added in order), the copies, W' (or None)."""
+
+    dot: float
+    sq_norm: float
+    copies: list[jax.Array] | None
+    averages: list[jax.Array] | None
+
+
+def reduce_epoch(
+    params: Sequence[jax.Array],
+    snapshot: Sequence[jax.Array],
+    base: Sequence[jax.Array] | None,
+    head: Sequence[jax.Array] | None,
+    names: Sequence[str],
+    *,
+    copying: bool = True,
+    absorb: tuple[Sequence[jax.Array], float] | None = None,
+) -> FusedResult:
+    """dot = <s(t), s(t-1)> and ||s(t)||^2 over all leaves, the copies of x(t) and W', in one pass.
+
+    Args:
+        params: x(t), single-device CPU float32/float64 arrays (see :func:`eligible`).
+        snapshot: x̂(t-1), like ``params``.
+        base: x̂(t-2) (None: s(t-1) = 0, the first epoch).
+        head: None when s(t-1) = x̂(t-1) - x̂(t-2); else x(t-1) in the parameter dtype
+            (the epoch after an applied average).
+        names: each leaf's key path, for the errors.
+        copying: also return a fresh copy of each leaf of x(t) (the candidate snapshot).
+        absorb: ``(W, c)``: also return W' = W + c (x(t) - W) per leaf, W float64.
+
+    Raises:
+        RuntimeError: a buffer has another dtype or size than its leaf of x(t) (named),
+            checked for every buffer before the pass reads any.
+    """
+    n = len(params)
+    # dispatch is asynchronous: the buffers are read only once every producer has finished
+    jax.block_until_ready([list(params), list(snapshot), list(base or []), list(head or []),
+                           list(absorb[0]) if absorb is not None else []])
+    per_leaf: list[tuple[float, float]] = [(0.0, 0.0)] * n
+    copies: list[Any] = [None] * n
+    averages: list[Any] = [None] * n
+    f64 = np.dtype(np.float64)
+    for dtype, kernel_dtype in _DTYPES.items():
+        index = [i for i in range(n) if np.dtype(params[i].dtype) == dtype]
+        if not index:
+            continue
+        rows, sizes, outputs = [], [], []
+        counts = [int(params[i].size) for i in index]
+        copy_arrays = _empty(counts, dtype) if copying else [None] * len(index)
+        average_arrays = _empty(counts, f64) if absorb is not None else [None] * len(index)
+        for i, copy, new_average in zip(index, copy_arrays, average_arrays, strict=True):
+            x, name = params[i], names[i]
+            x_address = _address("value", name, x, x, dtype)
+            snap = _address("snapshot", name, x, snapshot[i], dtype)
+            if base is None:
+                head_address = base_address = snap  # s(t-1) = x̂ - x̂ = 0 (NaN where x̂ is not finite)
+            else:
+                base_address = _address("step base", name, x, base[i], dtype)
+                head_address = snap if head is None else _address("step head", name, x, head[i], dtype)
+            average_address = 0 if absorb is None else _address("running average", name, x, absorb[0][i], f64)
+            rows.append((x_address, snap, head_address, base_address,
+                         0 if copy is None or not x.size else copy.ctypes.data, average_address,
+                         0 if new_average is None or not x.size else new_average.ctypes.data))
+            sizes.append(int(x.size))
+            outputs.append((copy, new_average))
+        sums = fused.reduce_pass(kernel_dtype, rows, tuple(sizes), threads=_threads(), copying=copying,
+                                 absorbing=absorb is not None, weight=0.0 if absorb is None else float(absorb[1]),
+                                 firsts=[False] * len(index))
+        for i, pair, (copy, new_average) in zip(index, sums, outputs, strict=True):
+            per_leaf[i] = pair
+            if copy is not None:
+                copies[i] = _adopt(copy, params[i].shape)
+            if new_average is not None:
+                averages[i] = _adopt(new_average, params[i].shape)
+    dot = 0.0
+    sq_norm = 0.0
+    for leaf_dot, leaf_sq in per_leaf:
+        dot += leaf_dot
+        sq_norm += leaf_sq
+    return FusedResult(dot, sq_norm, copies if copying else None, averages if absorb is not None else None)
+
+
+def _build_pair() -> Any:
+    import llvmlite.ir as llvm_ir
+    import numba
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def fused_multiply_add(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        """a * b + c in float32 with one rounding (LLVM's fma)."""
+        signature = types.float32(types.float32, types.float32, types.float32)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            f32 = llvm_ir.FloatType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [f32], llvm_ir.FunctionType(f32, [f32, f32, f32]))
+            return builder.call(fn, args)
+
+        return signature, codegen
+
+    @intrinsic
+    def float32_at(typingctx: Any, address: Any) -> Any:
+        """An integer address read as a pointer to float32."""
+        signature = types.CPointer(types.float32)(types.intp)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float32)))
+
+        return signature, codegen
+
+    @numba.njit(nogil=True, parallel=True)
+    def absorb(table: Any, sizes: Any, blocks: Any, lanes: Any, c_hi: Any, c_lo: Any) -> None:
+        for lane in numba.prange(lanes.size - 1):
+            for j in range(lanes[lane], lanes[lane + 1]):
+                t, start, end = blocks[j, 0], blocks[j, 1], blocks[j, 2]
+                n = sizes[t]
+                x = numba.carray(float32_at(table[t, 0]), n)
+                hi = numba.carray(float32_at(table[t, 1]), n)
+                lo = numba.carray(float32_at(table[t, 2]), n)
+                new_hi = numba.carray(float32_at(table[t, 3]), n)
+                new_lo = numba.carray(float32_at(table[t, 4]), n)
+                for i in range(start, end):
+                    h = hi[i]
+                    low = lo[i]
+                    gap = (x[i] - h) - low
+                    move = fused_multiply_add(c_hi, gap, c_lo * gap)
+                    # two error-free sums (Knuth), as _programs._two_sum
+                    s = h + move
+                    virtual = s - h
+                    e = (h - (s - virtual)) + (move - virtual)
+                    u = e + low
+                    s2 = s + u
+                    virtual2 = s2 - s
+                    new_hi[i] = s2
+                    new_lo[i] = (s - (s2 - virtual2)) + (u - virtual2)
+
+    return absorb
+
+
+def _lanes(sizes: Sequence[int], threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks ``(leaf, start, end)`` of :data:`_PAIR_BLOCK` elements and ``threads`` lanes of about equal length."""
+    rows = [(t, start, min(start + _PAIR_BLOCK, n)) for t, n in enumerate(sizes) for start in range(0, n, _PAIR_BLOCK)]
+    blocks = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    lanes = max(1, min(threads, len(blocks)))
+    ends = np.cumsum(blocks[:, 2] - blocks[:, 1]) if len(blocks) else np.zeros(0, np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = np.searchsorted(ends, np.arange(1, lanes) * (total / lanes), side="right")
+    return blocks, np.concatenate([[0], cuts, [len(blocks)]]).astype(np.int64)
+
+
+def absorb_pair(
+    params: Sequence[jax.Array],
+    average: Sequence[jax.Array],
+    average_lo: Sequence[jax.Array],
+    weight: tuple[Any, Any],
+    names: Sequence[str],
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """W' = W + c (x(t) - W) for a float32 (hi, lo) pair W and a float32 pair c, in fresh arrays.
+
+    The arithmetic of ``_programs.absorb`` (``first`` False, without x64), operation for
+    operation, on float32 leaves (see :func:`eligible`). Nothing passed in is modified.
+
+    Raises:
+        RuntimeError: a buffer is not float32 of its leaf's size (named), before any read.
+    """
+    global _pair_kernel
+    with _pair_lock:
+        if _pair_kernel is None:
+            _pair_kernel = _build_pair()
+    f32 = np.dtype(np.float32)
+    jax.block_until_ready([list(params), list(average), list(average_lo)])
+    counts = [int(x.size) for x in params]
+    new_hi, new_lo = _empty(counts, f32), _empty(counts, f32)
+    rows = []
+    for x, hi, lo, out_hi, out_lo, name in zip(params, average, average_lo, new_hi, new_lo, names, strict=True):
+        rows.append((_address("value", name, x, x, f32), _address("running average", name, x, hi, f32),
+                     _address("running average's low half", name, x, lo, f32),
+                     out_hi.ctypes.data if x.size else 0, out_lo.ctypes.data if x.size else 0))
+    blocks, lanes = _lanes(counts, _threads())
+    c_hi, c_lo = (np.float32(np.asarray(c)) for c in weight)
+    with fused._launch_lock:  # one parallel launch at a time (numba's workqueue layer), as the shared kernels
+        _pair_kernel(np.array(rows, dtype=np.int64).reshape(-1, 5), np.array(counts, dtype=np.int64), blocks, lanes,
+                     c_hi, c_lo)
+    return ([_adopt(a, x.shape) for a, x in zip(new_hi, params, strict=True)],
+            [_adopt(a, x.shape) for a, x in zip(new_lo, params, strict=True)])
