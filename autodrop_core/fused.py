@@ -29,7 +29,8 @@ import threading
 from typing import Any, NamedTuple
 
 __all__ = [
-    "BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "host_threads", "reduce_pass",
+    "BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "host_threads", "launch_lock",
+    "reduce_pass",
 ]
 
 #: Elements per block: the unit of reassociation and of the lanes.
@@ -44,8 +45,8 @@ _kernels: Any = None
 _build_lock = threading.Lock()
 #: numba's "workqueue" threading layer (the fallback where neither OpenMP nor TBB is
 #: found) aborts when two Python threads launch parallel kernels at once: launches from
-#: this module take turns.
-_launch_lock = threading.Lock()
+#: this module take turns, and an adapter's own parallel kernels hold it too.
+launch_lock = threading.Lock()
 
 
 class _DLDevice(ctypes.Structure):
@@ -319,7 +320,7 @@ def reduce_pass(
     blocks, lanes = _plan(tuple(sizes), max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     partials = np.empty((len(blocks), 2))
     flags = np.array(firsts if firsts is not None else [True] * len(sizes), dtype=np.bool_)
-    with _launch_lock:
+    with launch_lock:
         launches[dtype](table, np.array(sizes, dtype=np.int64), blocks, lanes, flags, float(weight),
                         bool(copying), bool(absorbing), partials)
     totals = combine(blocks, partials, len(sizes), SPLIT)

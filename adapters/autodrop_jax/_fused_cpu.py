@@ -35,7 +35,6 @@ every array alive until the pass has returned.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,10 +116,7 @@ def averages_fit(xs: Sequence[Any], averages: Sequence[Any]) -> bool:
 
 def _threads() -> int:
     """XLA:CPU sizes its thread pool from the cores this process may run on: the pass uses as many."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return fused.host_threads()
 
 
 def _empty(counts: Sequence[int], dtype: np.dtype) -> list[np.ndarray]:
@@ -131,12 +127,7 @@ def _empty(counts: Sequence[int], dtype: np.dtype) -> list[np.ndarray]:
     than glibc's largest heap chunk, would be mapped and faulted in afresh every epoch:
     25% slower on the ResNet-18 shapes, even with huge pages).
     """
-    out = []
-    for count in counts:
-        raw = np.empty(count * dtype.itemsize + ALIGNMENT, dtype=np.uint8)
-        start = (-raw.ctypes.data) % ALIGNMENT
-        out.append(raw[start:start + count * dtype.itemsize].view(dtype))
-    return out
+    return [fused.aligned_empty(count, dtype.name) for count in counts]
 
 
 def _adopt(array: np.ndarray, shape: tuple[int, ...]) -> jax.Array:
@@ -338,7 +329,7 @@ def absorb_pair(
                      out_hi.ctypes.data if x.size else 0, out_lo.ctypes.data if x.size else 0))
     blocks, lanes = _lanes(counts, _threads())
     c_hi, c_lo = (np.float32(np.asarray(c)) for c in weight)
-    with fused._launch_lock:  # one parallel launch at a time (numba's workqueue layer), as the shared kernels
+    with fused.launch_lock:  # one parallel launch at a time (numba's workqueue layer), as the shared kernels
         _pair_kernel(np.array(rows, dtype=np.int64).reshape(-1, 5), np.array(counts, dtype=np.int64), blocks, lanes,
                      c_hi, c_lo)
     return ([_adopt(a, x.shape) for a, x in zip(new_hi, params, strict=True)],
