@@ -74,6 +74,7 @@ _capsule_valid = ctypes.pythonapi.PyCapsule_IsValid
 _capsule_valid.restype = ctypes.c_int
 _capsule_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
+_INT64_POINTER = ctypes.POINTER(ctypes.c_int64)
 #: DLPack's device type of host memory, and its dtype codes for float32/float64
 _KDL_CPU = 1
 _DTYPES = {(2, 32): "float32", (2, 64): "float64"}
@@ -102,16 +103,18 @@ def dlpack_buffer(capsule: Any) -> Buffer:
     view = _DLTensor.from_address(_capsule_pointer(capsule, b"dltensor"))
     if view.device.device_type != _KDL_CPU:
         raise ValueError(f"the tensor is on DLPack device type {view.device.device_type}, not in host memory (1)")
-    shape = list((ctypes.c_int64 * view.ndim).from_address(view.shape)) if view.ndim else []
+    ndim = view.ndim
+    shape = ctypes.cast(view.shape, _INT64_POINTER) if ndim else None
     count = 1
-    for extent in shape:
-        count *= extent
+    for k in range(ndim):
+        count *= shape[k]  # type: ignore[index]
     dense = True
-    if view.strides and view.ndim:
+    if view.strides and ndim:
+        strides = ctypes.cast(view.strides, _INT64_POINTER)
         expected = 1
-        for extent, stride in zip(reversed(shape), reversed(list((ctypes.c_int64 * view.ndim).from_address(
-                view.strides))), strict=True):
-            if extent != 1 and stride != expected:
+        for k in range(ndim - 1, -1, -1):
+            extent = shape[k]  # type: ignore[index]
+            if extent != 1 and strides[k] != expected:
                 dense = False
             expected *= extent
     dtype = _DTYPES.get((view.dtype_code, view.dtype_bits)) if view.dtype_lanes == 1 else None
