@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "host_threads", "launch_lock",
-    "reduce_pass",
+    "plan", "pointer_to", "reduce_pass",
 ]
 
 #: Elements per block: the unit of reassociation and of the lanes.
@@ -148,7 +148,6 @@ def _build() -> Any:
     import numba
     import numpy as np
     from numba.core import types
-    from numba.extending import intrinsic
 
     # Within a block the two sums may be reassociated (so that they vectorize); nothing
     # else may be: the steps, the copy and W' keep the reference's roundings.
@@ -186,20 +185,6 @@ def _build() -> Any:
                 w = average[i]
                 delta = (xd - w) * weight  # two roundings, as the reference: no fused multiply-add
                 out[i] = w + delta
-
-    def pointer_to(item: Any) -> Any:
-        """An intrinsic that reads an integer address as a pointer to ``item``."""
-
-        @intrinsic
-        def as_pointer(typingctx: Any, address: Any) -> Any:
-            signature = types.CPointer(item)(types.intp)
-
-            def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-                return builder.inttoptr(args[0], context.get_value_type(types.CPointer(item)))
-
-            return signature, codegen
-
-        return as_pointer
 
     as_f64 = pointer_to(types.float64)
 
@@ -251,6 +236,28 @@ def _build() -> Any:
     return {"float32": make_launch(types.float32), "float64": make_launch(types.float64)}, combine
 
 
+@functools.cache
+def pointer_to(item: Any) -> Any:
+    """A numba intrinsic that reads an integer address as a pointer to ``item`` (a numba type).
+
+    ``numba.carray(pointer_to(types.float32)(address), n)`` views ``n`` elements there;
+    the caller keeps the memory alive. Imports numba on first use.
+    """
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def as_pointer(typingctx: Any, address: Any) -> Any:
+        signature = types.CPointer(item)(types.intp)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(item)))
+
+        return signature, codegen
+
+    return as_pointer
+
+
 def _ensure_built() -> Any:
     global _kernels
     with _build_lock:
@@ -260,10 +267,11 @@ def _ensure_built() -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _plan(sizes: tuple[int, ...], threads: int) -> tuple[Any, Any]:
+def plan(sizes: tuple[int, ...], threads: int, block: int = BLOCK) -> tuple[Any, Any]:
     """The blocks and the lanes of a pass over tensors of these sizes on ``threads`` threads.
 
-    ``blocks[j] = (tensor, start, end)`` for every block of every tensor, in order; lane
+    ``blocks[j] = (tensor, start, end)`` for every block of ``block`` elements of every
+    tensor, in order; lane
     k runs blocks ``lanes[k]`` to ``lanes[k+1]``, cut where the running element count
     passes k / threads of the total. Cached (a model's sizes do not change from epoch to
     epoch); the arrays are read-only.
@@ -272,8 +280,8 @@ def _plan(sizes: tuple[int, ...], threads: int) -> tuple[Any, Any]:
 
     rows = []
     for t, n in enumerate(sizes):
-        starts = np.arange(0, n, BLOCK, dtype=np.int64)
-        rows.append(np.stack([np.full_like(starts, t), starts, np.minimum(starts + BLOCK, n)], axis=1))
+        starts = np.arange(0, n, block, dtype=np.int64)
+        rows.append(np.stack([np.full_like(starts, t), starts, np.minimum(starts + block, n)], axis=1))
     blocks = np.concatenate(rows) if rows else np.empty((0, 3), dtype=np.int64)
     threads = max(1, min(threads, len(blocks)))
     lengths = blocks[:, 2] - blocks[:, 1]
@@ -320,7 +328,7 @@ def reduce_pass(
         raise ValueError(f"{len(addresses)} address rows for {len(sizes)} sizes")
     table = np.array(addresses, dtype=np.int64).reshape(len(sizes), len(COLUMNS))
     launches, combine = _ensure_built()
-    blocks, lanes = _plan(tuple(sizes), max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    blocks, lanes = plan(tuple(sizes), max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     partials = np.empty((len(blocks), 2))
     flags = np.array(firsts if firsts is not None else [True] * len(sizes), dtype=np.bool_)
     with launch_lock:

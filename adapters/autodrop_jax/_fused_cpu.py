@@ -249,15 +249,7 @@ def _build_pair() -> Any:
 
         return signature, codegen
 
-    @intrinsic
-    def float32_at(typingctx: Any, address: Any) -> Any:
-        """An integer address read as a pointer to float32."""
-        signature = types.CPointer(types.float32)(types.intp)
-
-        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float32)))
-
-        return signature, codegen
+    float32_at = fused.pointer_to(types.float32)
 
     @numba.njit(nogil=True, parallel=True)
     def absorb(table: Any, sizes: Any, blocks: Any, lanes: Any, c_hi: Any, c_lo: Any) -> None:
@@ -288,17 +280,6 @@ def _build_pair() -> Any:
     return absorb
 
 
-def _lanes(sizes: Sequence[int], threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Blocks ``(leaf, start, end)`` of :data:`_PAIR_BLOCK` elements and ``threads`` lanes of about equal length."""
-    rows = [(t, start, min(start + _PAIR_BLOCK, n)) for t, n in enumerate(sizes) for start in range(0, n, _PAIR_BLOCK)]
-    blocks = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    lanes = max(1, min(threads, len(blocks)))
-    ends = np.cumsum(blocks[:, 2] - blocks[:, 1]) if len(blocks) else np.zeros(0, np.int64)
-    total = int(ends[-1]) if len(ends) else 0
-    cuts = np.searchsorted(ends, np.arange(1, lanes) * (total / lanes), side="right")
-    return blocks, np.concatenate([[0], cuts, [len(blocks)]]).astype(np.int64)
-
-
 def absorb_pair(
     params: Sequence[jax.Array],
     average: Sequence[jax.Array],
@@ -327,7 +308,7 @@ def absorb_pair(
         rows.append((_address("value", name, x, x, f32), _address("running average", name, x, hi, f32),
                      _address("running average's low half", name, x, lo, f32),
                      out_hi.ctypes.data if x.size else 0, out_lo.ctypes.data if x.size else 0))
-    blocks, lanes = _lanes(counts, _threads())
+    blocks, lanes = fused.plan(tuple(counts), _threads(), _PAIR_BLOCK)
     c_hi, c_lo = (np.float32(np.asarray(c)) for c in weight)
     with fused.launch_lock:  # one parallel launch at a time (numba's workqueue layer), as the shared kernels
         _pair_kernel(np.array(rows, dtype=np.int64).reshape(-1, 5), np.array(counts, dtype=np.int64), blocks, lanes,
