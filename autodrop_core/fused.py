@@ -26,6 +26,7 @@ import functools
 import importlib.util
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -293,7 +294,7 @@ def plan(sizes: tuple[int, ...], threads: int, block: int = BLOCK) -> tuple[Any,
 
 
 def reduce_pass(
-    dtype: str,
+    dtype: str | Sequence[str],
     addresses: list[tuple[int, int, int, int, int, int, int]],
     sizes: tuple[int, ...],
     *,
@@ -303,10 +304,11 @@ def reduce_pass(
     weight: float = 0.0,
     firsts: list[bool] | None = None,
 ) -> list[tuple[float, float]]:
-    """One pass over tensors of one dtype: ``(dot, sq_norm)`` per tensor, in the order given.
+    """One pass over the tensors: ``(dot, sq_norm)`` per tensor, in the order given.
 
     Args:
-        dtype: ``"float32"`` or ``"float64"``: the dtype of x, x̂, head, base and the copy.
+        dtype: ``"float32"`` or ``"float64"``, the dtype of x, x̂, head, base and the copy:
+            one for every tensor, or one per tensor (one launch per dtype then).
         addresses: per tensor, the seven addresses of :data:`COLUMNS` (the unused ones
             0). Pass x̂ as head and base for a zero previous step.
         sizes: the element count of each tensor (all its buffers are dense, that long).
@@ -322,17 +324,27 @@ def reduce_pass(
     import numba
     import numpy as np
 
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype {dtype!r}: the kernels take 'float32' or 'float64'")
-    if len(addresses) != len(sizes):
-        raise ValueError(f"{len(addresses)} address rows for {len(sizes)} sizes")
+    dtypes = [dtype] * len(sizes) if isinstance(dtype, str) else list(dtype)
+    for name in [dtype] if isinstance(dtype, str) else dtypes:
+        if name not in ("float32", "float64"):
+            raise ValueError(f"dtype {name!r}: the kernels take 'float32' or 'float64'")
+    if not len(addresses) == len(sizes) == len(dtypes):
+        raise ValueError(f"{len(addresses)} address rows and {len(dtypes)} dtypes for {len(sizes)} sizes")
     table = np.array(addresses, dtype=np.int64).reshape(len(sizes), len(COLUMNS))
-    launches, combine = _ensure_built()
-    blocks, lanes = plan(tuple(sizes), max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    partials = np.empty((len(blocks), 2))
     flags = np.array(firsts if firsts is not None else [True] * len(sizes), dtype=np.bool_)
-    with launch_lock:
-        launches[dtype](table, np.array(sizes, dtype=np.int64), blocks, lanes, flags, float(weight),
-                        bool(copying), bool(absorbing), partials)
-    totals = combine(blocks, partials, len(sizes), SPLIT)
-    return [(float(dot), float(sq)) for dot, sq in totals]
+    launches, combine = _ensure_built()
+    lanes_wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(sizes)
+    for name in ("float32", "float64"):
+        index = [i for i, d in enumerate(dtypes) if d == name]
+        if not index:
+            continue
+        group = tuple(sizes[i] for i in index)
+        blocks, lanes = plan(group, lanes_wanted)
+        partials = np.empty((len(blocks), 2))
+        with launch_lock:
+            launches[name](table[index], np.array(group, dtype=np.int64), blocks, lanes, flags[index],
+                           float(weight), bool(copying), bool(absorbing), partials)
+        for i, (dot, sq) in zip(index, combine(blocks, partials, len(group), SPLIT), strict=True):
+            out[i] = (float(dot), float(sq))
+    return out

@@ -119,15 +119,15 @@ def _threads() -> int:
     return fused.host_threads()
 
 
-def _empty(counts: Sequence[int], dtype: np.dtype) -> list[np.ndarray]:
-    """Fresh 1-d numpy arrays of these element counts, each starting on an :data:`ALIGNMENT` boundary.
+def _empty(counts: Sequence[int], dtypes: Sequence[np.dtype]) -> list[np.ndarray]:
+    """Fresh 1-d numpy arrays of these element counts and dtypes, each starting on an :data:`ALIGNMENT` boundary.
 
     One allocation per leaf: the memory allocator hands the buffers of earlier epochs'
     freed states back without new page faults (one allocation for all leaves, larger
     than glibc's largest heap chunk, would be mapped and faulted in afresh every epoch:
     25% slower on the ResNet-18 shapes, even with huge pages).
     """
-    return [fused.aligned_empty(count, dtype.name) for count in counts]
+    return [fused.aligned_empty(count, dtype.name) for count, dtype in zip(counts, dtypes, strict=True)]
 
 
 def _adopt(array: np.ndarray, shape: tuple[int, ...]) -> jax.Array:
@@ -187,42 +187,30 @@ def reduce_epoch(
     # dispatch is asynchronous: the buffers are read only once every producer has finished
     jax.block_until_ready([list(params), list(snapshot), list(base or []), list(head or []),
                            list(absorb[0]) if absorb is not None else []])
-    per_leaf: list[tuple[float, float]] = [(0.0, 0.0)] * n
-    copies: list[Any] = [None] * n
-    averages: list[Any] = [None] * n
     f64 = np.dtype(np.float64)
-    for dtype, kernel_dtype in _DTYPES.items():
-        index = [i for i in range(n) if np.dtype(params[i].dtype) == dtype]
-        if not index:
-            continue
-        rows, sizes, outputs = [], [], []
-        counts = [int(params[i].size) for i in index]
-        copy_arrays = _empty(counts, dtype) if copying else [None] * len(index)
-        average_arrays = _empty(counts, f64) if absorb is not None else [None] * len(index)
-        for i, copy, new_average in zip(index, copy_arrays, average_arrays, strict=True):
-            x, name = params[i], names[i]
-            x_address = _address("value", name, x, x, dtype)
-            snap = _address("snapshot", name, x, snapshot[i], dtype)
-            if base is None:
-                head_address = base_address = snap  # s(t-1) = x̂ - x̂ = 0 (NaN where x̂ is not finite)
-            else:
-                base_address = _address("step base", name, x, base[i], dtype)
-                head_address = snap if head is None else _address("step head", name, x, head[i], dtype)
-            average_address = 0 if absorb is None else _address("running average", name, x, absorb[0][i], f64)
-            rows.append((x_address, snap, head_address, base_address,
-                         0 if copy is None or not x.size else copy.ctypes.data, average_address,
-                         0 if new_average is None or not x.size else new_average.ctypes.data))
-            sizes.append(int(x.size))
-            outputs.append((copy, new_average))
-        sums = fused.reduce_pass(kernel_dtype, rows, tuple(sizes), threads=_threads(), copying=copying,
-                                 absorbing=absorb is not None, weight=0.0 if absorb is None else float(absorb[1]),
-                                 firsts=[False] * len(index))
-        for i, pair, (copy, new_average) in zip(index, sums, outputs, strict=True):
-            per_leaf[i] = pair
-            if copy is not None:
-                copies[i] = _adopt(copy, params[i].shape)
-            if new_average is not None:
-                averages[i] = _adopt(new_average, params[i].shape)
+    dtypes = [np.dtype(x.dtype) for x in params]
+    counts = [int(x.size) for x in params]
+    copies_out: list[Any] = _empty(counts, dtypes) if copying else [None] * n
+    averages_out: list[Any] = _empty(counts, [f64] * n) if absorb is not None else [None] * n
+    rows = []
+    for i, (x, name, dtype, copy, new_average) in enumerate(
+            zip(params, names, dtypes, copies_out, averages_out, strict=True)):
+        x_address = _address("value", name, x, x, dtype)
+        snap = _address("snapshot", name, x, snapshot[i], dtype)
+        if base is None:
+            head_address = base_address = snap  # s(t-1) = x̂ - x̂ = 0 (NaN where x̂ is not finite)
+        else:
+            base_address = _address("step base", name, x, base[i], dtype)
+            head_address = snap if head is None else _address("step head", name, x, head[i], dtype)
+        average_address = 0 if absorb is None else _address("running average", name, x, absorb[0][i], f64)
+        rows.append((x_address, snap, head_address, base_address,
+                     0 if copy is None or not x.size else copy.ctypes.data, average_address,
+                     0 if new_average is None or not x.size else new_average.ctypes.data))
+    per_leaf = fused.reduce_pass([_DTYPES[d] for d in dtypes], rows, tuple(counts), threads=_threads(),
+                                 copying=copying, absorbing=absorb is not None,
+                                 weight=0.0 if absorb is None else float(absorb[1]), firsts=[False] * n)
+    copies = [None if c is None else _adopt(c, x.shape) for c, x in zip(copies_out, params, strict=True)]
+    averages = [None if a is None else _adopt(a, x.shape) for a, x in zip(averages_out, params, strict=True)]
     dot = 0.0
     sq_norm = 0.0
     for leaf_dot, leaf_sq in per_leaf:
@@ -302,7 +290,7 @@ def absorb_pair(
     f32 = np.dtype(np.float32)
     jax.block_until_ready([list(params), list(average), list(average_lo)])
     counts = [int(x.size) for x in params]
-    new_hi, new_lo = _empty(counts, f32), _empty(counts, f32)
+    new_hi, new_lo = _empty(counts, [f32] * len(counts)), _empty(counts, [f32] * len(counts))
     rows = []
     for x, hi, lo, out_hi, out_lo, name in zip(params, average, average_lo, new_hi, new_lo, names, strict=True):
         rows.append((_address("value", name, x, x, f32), _address("running average", name, x, hi, f32),

@@ -105,20 +105,13 @@ def reduce_buffers(
         if averages is not None and (averages[i].elements, averages[i].dtype, averages[i].dense) != (
                 x.elements, "float64", True):
             return None
-    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(buffers)
     fresh = [fused.aligned_empty(group[0].elements) for group in buffers] if averages is not None else None
-    for dtype in ("float32", "float64"):
-        index = [i for i, group in enumerate(buffers) if group[0].dtype == dtype]
-        if not index:
-            continue
-        rows = [(*(b.address for b in buffers[i]), 0,
-                 0 if averages is None else averages[i].address,
-                 0 if fresh is None else fresh[i].ctypes.data) for i in index]
-        sizes = tuple(buffers[i][0].elements for i in index)
-        sums = fused.reduce_pass(dtype, rows, sizes, threads=_threads(), absorbing=fresh is not None,
-                                 weight=0.0 if absorb is None else absorb[1], firsts=[False] * len(index))
-        for i, pair in zip(index, sums, strict=True):
-            out[i] = pair
+    rows = [(*(b.address for b in group), 0, 0 if averages is None else averages[i].address,
+             0 if fresh is None else fresh[i].ctypes.data) for i, group in enumerate(buffers)]
+    out = fused.reduce_pass([str(group[0].dtype) for group in buffers], rows,
+                            tuple(group[0].elements for group in buffers), threads=_threads(),
+                            absorbing=fresh is not None, weight=0.0 if absorb is None else absorb[1],
+                            firsts=[False] * len(buffers))
     del keep  # the capsules give the buffers back only now, after the pass
     if fresh is None:
         return out, None

@@ -87,56 +87,49 @@ def reduce_buffers(
     """
     keep: list[Any] = []
     averages, weight = absorb if absorb is not None else (None, 0.0)
-    per_chunk: dict[int, list[tuple[float, float]]] = {}
     new_average: list[list[Any]] = [[] for _ in xs]
-    for dtype, name in _DTYPES.items():
-        index = [i for i, x in enumerate(xs) if x.dtype == dtype]
-        if not index:
-            continue
-        itemsize = dtype.size
-        rows, sizes = [], []
-        for i in index:
-            x, count, code = _address(xs[i], keep)
-            row = [x]
-            for what, t in (("snapshot", snaps[i]), ("head", heads[i]), ("base", bases[i])):
-                address, other_count, other_code = _address(t, keep)
-                if (other_count, other_code) != (count, code):  # never read past a buffer's end
-                    raise RuntimeError(f"variable {i}: its {what} is {t.dtype.name}{t.shape}, "
-                                       f"not {xs[i].dtype.name}{xs[i].shape}")
-                row.append(address)
-            if sum(chunks[i]) != count:
-                raise RuntimeError(f"variable {i}: chunks of {sum(chunks[i])} elements for {count}")
-            start = 0
-            for j, length in enumerate(chunks[i]):
-                average = out = 0
-                if averages is not None:
-                    chunk_w = averages[i][j]
-                    average, w_count, _ = _address(chunk_w, keep)
-                    if chunk_w.dtype != tf.float64 or w_count != length:
-                        raise RuntimeError(f"variable {i}: its average chunk {j} is {chunk_w.dtype.name}"
-                                           f"{chunk_w.shape}, not float64({length},)")
-                    fresh = fused.aligned_empty(length)
-                    new_average[i].append(fresh)
-                    out = fresh.ctypes.data
-                offset = start * itemsize
-                rows.append((*(a + offset for a in row), 0, average, out))
-                sizes.append(length)
-                start += length
-        sums = fused.reduce_pass(name, rows, tuple(sizes), threads=_threads(), absorbing=averages is not None,
-                                 weight=weight, firsts=[False] * len(sizes))
-        cursor = 0
-        for i in index:
-            per_chunk[i] = sums[cursor:cursor + len(chunks[i])]
-            cursor += len(chunks[i])
+    rows, sizes, dtypes = [], [], []
+    for i, x_tensor in enumerate(xs):
+        x, count, code = _address(x_tensor, keep)
+        row = [x]
+        for what, t in (("snapshot", snaps[i]), ("head", heads[i]), ("base", bases[i])):
+            address, other_count, other_code = _address(t, keep)
+            if (other_count, other_code) != (count, code):  # never read past a buffer's end
+                raise RuntimeError(f"variable {i}: its {what} is {t.dtype.name}{t.shape}, "
+                                   f"not {x_tensor.dtype.name}{x_tensor.shape}")
+            row.append(address)
+        if sum(chunks[i]) != count:
+            raise RuntimeError(f"variable {i}: chunks of {sum(chunks[i])} elements for {count}")
+        start = 0
+        for j, length in enumerate(chunks[i]):
+            average = out = 0
+            if averages is not None:
+                chunk_w = averages[i][j]
+                average, w_count, _ = _address(chunk_w, keep)
+                if chunk_w.dtype != tf.float64 or w_count != length:
+                    raise RuntimeError(f"variable {i}: its average chunk {j} is {chunk_w.dtype.name}"
+                                       f"{chunk_w.shape}, not float64({length},)")
+                fresh = fused.aligned_empty(length)
+                new_average[i].append(fresh)
+                out = fresh.ctypes.data
+            offset = start * x_tensor.dtype.size
+            rows.append((*(a + offset for a in row), 0, average, out))
+            sizes.append(length)
+            dtypes.append(_DTYPES[x_tensor.dtype])
+            start += length
+    sums = fused.reduce_pass(dtypes, rows, tuple(sizes), threads=_threads(), absorbing=averages is not None,
+                             weight=weight, firsts=[False] * len(sizes))
     del keep  # the capsules give the buffers back only now, after the pass
     dot = 0.0
     sq_norm = 0.0
-    for i in range(len(xs)):
+    cursor = 0
+    for lengths in chunks:  # the chunks in order (per variable from 0.0), then the variables in order
         leaf_dot = 0.0
         leaf_sq = 0.0
-        for chunk_dot, chunk_sq in per_chunk[i]:
+        for chunk_dot, chunk_sq in sums[cursor:cursor + len(lengths)]:
             leaf_dot += chunk_dot
             leaf_sq += chunk_sq
+        cursor += len(lengths)
         dot += leaf_dot
         sq_norm += leaf_sq
     if averages is None:

@@ -84,13 +84,14 @@ def _empty(shape: torch.Size, dtype: torch.dtype) -> Tensor:
     return torch.empty(shape, dtype=dtype)
 
 
-def _launch(dtype: torch.dtype, tensors: list[tuple[Tensor | None, ...]], absorb: bool, weight: float,
+def _launch(tensors: list[tuple[Tensor | None, ...]], absorb: bool, weight: float,
             firsts: list[bool], threads: int) -> list[tuple[float, float]]:
     """One parallel pass over ``tensors`` (each ``(x, x̂, head, base, copy, W, W')``): (dot, sq) per tensor."""
     addresses = [tuple(0 if t is None else t.data_ptr() for t in group) for group in tensors]
     sizes = tuple(group[0].numel() for group in tensors)  # type: ignore[union-attr]
+    dtypes = [_DTYPES[group[0].dtype] for group in tensors]  # type: ignore[union-attr]
     try:
-        return fused.reduce_pass(_DTYPES[dtype], addresses, sizes, threads=threads,  # type: ignore[arg-type]
+        return fused.reduce_pass(dtypes, addresses, sizes, threads=threads,  # type: ignore[arg-type]
                                  copying=True, absorbing=absorb, weight=weight, firsts=firsts)
     finally:
         # numba's OpenMP layer can share torch's OpenMP runtime, and starting it sets that
@@ -121,21 +122,15 @@ def run_many(jobs: list[Job]) -> dict[int, StepResult]:
         raise ValueError(f"the jobs of one pass absorb with one weight or none: got {sorted(weights)}")
     weight = weights.pop() if weights else 0.0
     threads = torch.get_num_threads()
-    results: dict[int, StepResult] = {}
-    for dtype in (torch.float32, torch.float64):
-        group = [job for job in jobs if job[1].dtype == dtype]
-        if not group:
-            continue
-        tensors: list[tuple[Tensor | None, ...]] = []
-        firsts, outputs = [], []
-        for _, x, snapshot, head, base, job_absorb in group:
-            copy = _empty(x.shape, x.dtype)
-            out = _empty(x.shape, torch.float64) if job_absorb is not None else None
-            average = None if job_absorb is None else job_absorb[0]
-            tensors.append((x, snapshot, head, base, copy, average, out))
-            firsts.append(average is None)
-            outputs.append((copy, out))
-        sums = _launch(dtype, tensors, absorb, weight, firsts, threads)
-        for (index, *_), (copy, out), (dot, sq) in zip(group, outputs, sums, strict=True):
-            results[index] = (copy, out, dot, sq)
-    return results
+    tensors: list[tuple[Tensor | None, ...]] = []
+    firsts, outputs = [], []
+    for _, x, snapshot, head, base, job_absorb in jobs:
+        copy = _empty(x.shape, x.dtype)
+        out = _empty(x.shape, torch.float64) if job_absorb is not None else None
+        average = None if job_absorb is None else job_absorb[0]
+        tensors.append((x, snapshot, head, base, copy, average, out))
+        firsts.append(average is None)
+        outputs.append((copy, out))
+    sums = _launch(tensors, absorb, weight, firsts, threads)
+    return {index: (copy, out, dot, sq)
+            for (index, *_), (copy, out), (dot, sq) in zip(jobs, outputs, sums, strict=True)}

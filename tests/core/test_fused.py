@@ -80,3 +80,16 @@ def test_the_pass_sums_exactly_copies_and_absorbs_and_its_bits_do_not_depend_on_
 def test_a_dtype_the_kernels_do_not_take_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="dtype 'float16'"):
         fused.reduce_pass("float16", [], (), threads=1)
+
+
+@needs_numba
+def test_one_call_takes_tensors_of_both_dtypes_in_order_and_names_a_bad_one() -> None:
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(n).astype(d) for n, d in [(5000, np.float64), (7, np.float32), (4097, np.float64)]]
+    snaps = [(x + 1e-3 * rng.standard_normal(x.size)).astype(x.dtype) for x in xs]
+    rows = [_row(x, s, s, s, None, None, None) for x, s in zip(xs, snaps)]
+    mixed = fused.reduce_pass([str(x.dtype) for x in xs], rows, tuple(x.size for x in xs), threads=2)
+    alone = [fused.reduce_pass(str(x.dtype), [r], (x.size,), threads=2)[0] for x, r in zip(xs, rows)]
+    assert mixed == alone
+    with pytest.raises(ValueError, match="dtype 'int8'"):
+        fused.reduce_pass(["float32", "int8", "float64"], rows, tuple(x.size for x in xs), threads=1)
