@@ -2,10 +2,15 @@
 
 An adapter hands over, per tensor, the addresses of its buffers in host memory: x(t),
 x̂(t-1), the two the previous step is formed from (s(t-1) = head - base) and optionally
-a copy to write x(t) into, a float64 running average W and a float64 W' to write.
+a copy to write x(t) into, a running average W and a W' to write. W is float64, or for
+float32 tensors a float32 (hi, lo) pair (the JAX adapter's W without x64).
 One parallel pass (``numba.prange``) forms s(t) = x(t) - x̂(t-1) and s(t-1) element by
 element in float64, accumulates <s(t), s(t-1)> and ||s(t)||^2 in float64, and writes
-the copy and W' = W + c (x - W) (two roundings, as the numpy reference), nothing else.
+the copy and W' = W + c (x - W), nothing else: for a float64 W with two roundings, as
+the numpy reference; for a pair W (hi, lo) and a pair c (c_hi, c_lo) in compensated
+float32: gap = (x - hi) - lo, move = fma(c_hi, gap, c_lo * gap) (one rounding, the
+contraction XLA:CPU makes of c_hi * gap + c_lo * gap), then hi + move + lo renormalised
+by two error-free two-sums (Knuth), operation for operation the JAX adapter's XLA program.
 
 Sums are blocked: a float64 partial per block of 4096 elements (reassociated within
 the block, so that it vectorizes), the blocks of a range of :data:`SPLIT` elements
@@ -30,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
-    "BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "available", "dlpack_buffer", "host_threads", "launch_lock",
+    "BLOCK", "COLUMNS", "SPLIT", "Buffer", "aligned_empty", "aligned_parts", "available", "dlpack_buffer",
+    "dlpack_buffers", "host_threads", "launch_lock",
     "plan", "pointer_to", "reduce_pass",
 ]
 
@@ -39,8 +45,9 @@ BLOCK = 4096
 #: Elements per range: fixed (it does not depend on the number of threads), so the sums don't.
 SPLIT = 1 << 20
 
-#: Columns of the address table: x, x̂(t-1), head, base, copy (0: none), W (0: W' = x), W' (0: none).
-COLUMNS = ("x", "snapshot", "head", "base", "copy", "average", "new_average")
+#: Columns of the address table: x, x̂(t-1), head, base, copy (0: none), W (0: W' = x), W' (0: none),
+#: then, for a pair W, the low halves of W and of W'; a row may end after W' (the rest 0).
+COLUMNS = ("x", "snapshot", "head", "base", "copy", "average", "new_average", "average_lo", "new_average_lo")
 
 _kernels: Any = None
 _build_lock = threading.Lock()
@@ -122,6 +129,84 @@ def dlpack_buffer(capsule: Any) -> Buffer:
     return Buffer(int(view.data or 0) + int(view.byte_offset), count, dtype, dense)
 
 
+def dlpack_buffers(capsules: Sequence[Any]) -> list[Buffer]:
+    """:func:`dlpack_buffer` for many capsules at once: one compiled call reads every header.
+
+    A quarter of the time of one :func:`dlpack_buffer` per capsule (most of which is
+    ``ctypes`` attribute access). The capsules keep the memory alive: hold them for as
+    long as the addresses are used. Without numba it reads them one by one.
+
+    Raises:
+        ValueError: as :func:`dlpack_buffer`, naming the first bad capsule's index.
+    """
+    if not capsules:
+        return []
+    if _kernels is None and not available():
+        out = []
+        for i, capsule in enumerate(capsules):
+            try:
+                out.append(dlpack_buffer(capsule))
+            except ValueError as err:
+                raise ValueError(f"capsule {i}: {err}") from None
+        return out
+    import numpy as np
+
+    pointers = np.empty(len(capsules), dtype=np.int64)
+    for i, capsule in enumerate(capsules):
+        if not _capsule_valid(capsule, b"dltensor"):
+            raise ValueError(f"capsule {i}: {capsule!r} is not an unconsumed 'dltensor' DLPack capsule")
+        pointers[i] = _capsule_pointer(capsule, b"dltensor")
+    table = _header_reader()(pointers)
+    out = []
+    for i, (address, count, device, code, bits, lanes, dense) in enumerate(table.tolist()):
+        if device != _KDL_CPU:
+            raise ValueError(f"capsule {i}: the tensor is on DLPack device type {device}, not in host memory (1)")
+        dtype = _DTYPES.get((code, bits)) if lanes == 1 else None
+        out.append(Buffer(address, count, dtype, bool(dense)))
+    return out
+
+
+@functools.cache
+def _header_reader() -> Any:
+    """A compiled reader of DLTensor headers (the layout of :class:`_DLTensor`), one row per pointer."""
+    import numba
+    import numpy as np
+    from numba.core import types
+
+    int64_at, int32_at = pointer_to(types.int64), pointer_to(types.int32)
+    uint8_at, uint16_at = pointer_to(types.uint8), pointer_to(types.uint16)
+
+    @numba.njit(nogil=True)
+    def read(pointers: Any) -> Any:
+        out = np.empty((pointers.size, 7), dtype=np.int64)
+        for i in range(pointers.size):
+            p = pointers[i]
+            ndim = int32_at(p + 16)[0]
+            shape = int64_at(p + 24)[0]
+            strides = int64_at(p + 32)[0]
+            count = 1
+            for k in range(ndim):
+                count *= int64_at(shape + 8 * k)[0]
+            dense = 1
+            if strides != 0 and ndim > 0:
+                expected = 1
+                for k in range(ndim - 1, -1, -1):
+                    extent = int64_at(shape + 8 * k)[0]
+                    if extent != 1 and int64_at(strides + 8 * k)[0] != expected:
+                        dense = 0
+                    expected *= extent
+            out[i, 0] = int64_at(p)[0] + int64_at(p + 40)[0]  # data + byte_offset
+            out[i, 1] = count
+            out[i, 2] = int32_at(p + 8)[0]  # device type
+            out[i, 3] = uint8_at(p + 20)[0]  # dtype code
+            out[i, 4] = uint8_at(p + 21)[0]  # bits
+            out[i, 5] = uint16_at(p + 22)[0]  # lanes
+            out[i, 6] = dense
+        return out
+
+    return read
+
+
 def aligned_empty(count: int, dtype: str = "float64") -> Any:
     """A fresh 1-d numpy array whose data starts on a 64-byte boundary (TensorFlow's kernels need it)."""
     import numpy as np
@@ -130,6 +215,29 @@ def aligned_empty(count: int, dtype: str = "float64") -> Any:
     spare = np.empty(count + 64 // item, dtype=dtype)
     skip = (-spare.ctypes.data % 64) // item
     return spare[skip:skip + count]
+
+
+def aligned_parts(lengths: Sequence[int], dtype: str = "float64") -> list[Any]:
+    """Fresh 1-d numpy arrays of these lengths, views into one allocation, each on a 64-byte boundary.
+
+    One allocation for a variable's chunks instead of one per chunk: numpy backs
+    allocations of 4 MiB or more with transparent huge pages where the kernel offers them
+    (one page fault per 2 MiB instead of per 4 KiB), and glibc gives chunks of a few MiB
+    back to the kernel when they are freed, so that separate fresh chunks are faulted in
+    again at every epoch end (twice the time of the pass that writes them). The memory is
+    freed when the last view is.
+    """
+    import numpy as np
+
+    step = 64 // np.dtype(dtype).itemsize
+    padded = [-(-n // step) * step for n in lengths]
+    block = aligned_empty(sum(padded), dtype)
+    out = []
+    start = 0
+    for n, room in zip(lengths, padded, strict=True):
+        out.append(block[start:start + n])
+        start += room
+    return out
 
 
 def host_threads() -> int:
@@ -146,9 +254,23 @@ def available() -> bool:
 
 
 def _build() -> Any:
+    import llvmlite.ir as llvm_ir
     import numba
     import numpy as np
     from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def fused_multiply_add(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        """a * b + c in float32 with one rounding (LLVM's fma)."""
+        signature = types.float32(types.float32, types.float32, types.float32)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            f32 = llvm_ir.FloatType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [f32], llvm_ir.FunctionType(f32, [f32, f32, f32]))
+            return builder.call(fn, args)
+
+        return signature, codegen
 
     # Within a block the two sums may be reassociated (so that they vectorize); nothing
     # else may be: the steps, the copy and W' keep the reference's roundings.
@@ -187,14 +309,42 @@ def _build() -> Any:
                 delta = (xd - w) * weight  # two roundings, as the reference: no fused multiply-add
                 out[i] = w + delta
 
+    @numba.njit(nogil=True)
+    def block_absorb_pair(x: Any, hi: Any, lo: Any, out_hi: Any, out_lo: Any, c_hi: Any, c_lo: Any,
+                          first: bool) -> None:
+        for i in range(x.size):
+            xi = x[i]
+            if first:
+                out_hi[i] = xi
+                out_lo[i] = np.float32(0.0)
+                continue
+            h = hi[i]
+            low = lo[i]
+            gap = (xi - h) - low  # exact when x and W are close (Sterbenz)
+            move = fused_multiply_add(c_hi, gap, c_lo * gap)
+            s = h + move  # two error-free sums (Knuth's two-sum)
+            virtual = s - h
+            e = (h - (s - virtual)) + (move - virtual)
+            u = e + low
+            s2 = s + u
+            virtual2 = s2 - s
+            out_hi[i] = s2
+            out_lo[i] = (s - (s2 - virtual2)) + (u - virtual2)
+
+    @numba.njit(nogil=True)
+    def no_pair(x: Any, hi: Any, lo: Any, out_hi: Any, out_lo: Any, c_hi: Any, c_lo: Any, first: bool) -> None:
+        return None  # float64 tensors have no pair W (reduce_pass refuses the combination)
+
     as_f64 = pointer_to(types.float64)
+    as_f32 = pointer_to(types.float32)
 
     def make_launch(item: Any) -> Any:
         as_item = pointer_to(item)
+        absorb_pair = block_absorb_pair if item == types.float32 else no_pair
 
         @numba.njit(nogil=True, parallel=True)
         def launch(addresses: Any, sizes: Any, blocks: Any, lanes: Any, firsts: Any, weight: float,
-                   copying: bool, absorbing: bool, partials: Any) -> None:
+                   copying: bool, absorbing: bool, pair: bool, c_hi: Any, c_lo: Any, partials: Any) -> None:
             for lane in numba.prange(lanes.size - 1):
                 for j in range(lanes[lane], lanes[lane + 1]):
                     t, a, b = blocks[j, 0], blocks[j, 1], blocks[j, 2]
@@ -208,7 +358,14 @@ def _build() -> Any:
                         dot, sq = block_sums_and_copy(x, x_hat, head, base, copy)
                     else:
                         dot, sq = block_sums(x, x_hat, head, base)
-                    if absorbing:  # the block is still in cache
+                    if absorbing and pair:  # the block is still in cache
+                        first = firsts[t]
+                        out_hi = numba.carray(as_f32(addresses[t, 6]), n)[a:b]
+                        out_lo = numba.carray(as_f32(addresses[t, 8]), n)[a:b]
+                        hi = out_hi if first else numba.carray(as_f32(addresses[t, 5]), n)[a:b]
+                        lo = out_lo if first else numba.carray(as_f32(addresses[t, 7]), n)[a:b]
+                        absorb_pair(x, hi, lo, out_hi, out_lo, c_hi, c_lo, first)
+                    elif absorbing:
                         out = numba.carray(as_f64(addresses[t, 6]), n)[a:b]
                         first = firsts[t]
                         average = out if first else numba.carray(as_f64(addresses[t, 5]), n)[a:b]
@@ -295,7 +452,7 @@ def plan(sizes: tuple[int, ...], threads: int, block: int = BLOCK) -> tuple[Any,
 
 def reduce_pass(
     dtype: str | Sequence[str],
-    addresses: list[tuple[int, int, int, int, int, int, int]],
+    addresses: Sequence[tuple[int, ...]],
     sizes: tuple[int, ...],
     *,
     threads: int,
@@ -303,23 +460,29 @@ def reduce_pass(
     absorbing: bool = False,
     weight: float = 0.0,
     firsts: list[bool] | None = None,
+    pair_weight: tuple[float, float] | None = None,
 ) -> list[tuple[float, float]]:
     """One pass over the tensors: ``(dot, sq_norm)`` per tensor, in the order given.
 
     Args:
         dtype: ``"float32"`` or ``"float64"``, the dtype of x, x̂, head, base and the copy:
             one for every tensor, or one per tensor (one launch per dtype then).
-        addresses: per tensor, the seven addresses of :data:`COLUMNS` (the unused ones
-            0). Pass x̂ as head and base for a zero previous step.
+        addresses: per tensor, the addresses of :data:`COLUMNS` (the unused ones 0; a row
+            may stop after W'). Pass x̂ as head and base for a zero previous step.
         sizes: the element count of each tensor (all its buffers are dense, that long).
         threads: lanes (one per thread); numba's own thread count is left as it is.
         copying: write x into each tensor's copy.
         absorbing: write W' = W + c (x - W) into each tensor's W'.
         weight: c, the same for every tensor.
         firsts: per tensor, True where W is absent (W' = x); default all True.
+        pair_weight: ``(c_hi, c_lo)``, both float32 values: W is a float32 (hi, lo) pair
+            (columns ``average``/``average_lo``, W' into ``new_average``/``new_average_lo``)
+            absorbed with c = c_hi + c_lo (see the module docstring); float32 tensors only.
+            ``weight`` is then unused.
 
     Raises:
-        ValueError: a dtype other than float32/float64, or a table of the wrong shape.
+        ValueError: a dtype other than float32/float64, a table of the wrong shape, or a
+            pair W for float64 tensors.
     """
     import numba
     import numpy as np
@@ -330,8 +493,22 @@ def reduce_pass(
             raise ValueError(f"dtype {name!r}: the kernels take 'float32' or 'float64'")
     if not len(addresses) == len(sizes) == len(dtypes):
         raise ValueError(f"{len(addresses)} address rows and {len(dtypes)} dtypes for {len(sizes)} sizes")
-    table = np.array(addresses, dtype=np.int64).reshape(len(sizes), len(COLUMNS))
+    widths = {len(row) for row in addresses}
+    if not widths <= {7, len(COLUMNS)}:
+        raise ValueError(f"address rows of {sorted(widths)} columns: each has 7 or {len(COLUMNS)} ({COLUMNS})")
+    pair = pair_weight is not None and absorbing
+    if pair and "float64" in dtypes:
+        raise ValueError("pair_weight: a float32 (hi, lo) running average is for float32 tensors, "
+                         f"not float64 (tensor {dtypes.index('float64')})")
     flags = np.array(firsts if firsts is not None else [True] * len(sizes), dtype=np.bool_)
+    table = np.zeros((len(sizes), len(COLUMNS)), dtype=np.int64)
+    for i, row in enumerate(addresses):
+        table[i, :len(row)] = row
+    if pair:
+        for i, n in enumerate(sizes):
+            if n and not (table[i, 6] and table[i, 8] and (flags[i] or (table[i, 5] and table[i, 7]))):
+                raise ValueError(f"pair_weight: tensor {i} lacks a half of W or W' (columns 5 to 8 of {COLUMNS})")
+    c_hi, c_lo = (np.float32(c) for c in (pair_weight or (0.0, 0.0)))
     launches, combine = _ensure_built()
     lanes_wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(sizes)
@@ -344,7 +521,7 @@ def reduce_pass(
         partials = np.empty((len(blocks), 2))
         with launch_lock:
             launches[name](table[index], np.array(group, dtype=np.int64), blocks, lanes, flags[index],
-                           float(weight), bool(copying), bool(absorbing), partials)
+                           float(weight), bool(copying), bool(absorbing), pair, c_hi, c_lo, partials)
         for i, (dot, sq) in zip(index, combine(blocks, partials, len(group), SPLIT), strict=True):
             out[i] = (float(dot), float(sq))
     return out

@@ -167,29 +167,37 @@ def _reduce(
     *,
     copying: bool = True,
     weight: float | None = None,
-) -> tuple[float, float, list[jax.Array], list[jax.Array] | None]:
+) -> tuple[float, float, list[jax.Array], tuple[list[jax.Array], list[jax.Array] | None] | None]:
     """The epoch's reduction over the state's real buffers (placeholders never go in).
 
     Returns ``(dot, sq_norm, copies, absorbed)``: the two sums (float64 on the host), fresh
     copies of x(t) (the candidate snapshot; empty when not ``copying``) and, where the
-    numba pass could fold it in (x64, a drop pending: ``weight`` is the pending average
-    weight), W' = W + weight (x(t) - W), else None. On CPU, for large float32/float64
-    models on one device with numba installed, one numba pass (``_fused_cpu.py``) does it
-    all; else the XLA program does the reduction and the copies.
+    numba pass could fold it in (a drop pending: ``weight`` is the pending average
+    weight), ``(W', W'_lo)`` with W' = W + weight (x(t) - W) (``W'_lo`` None under x64),
+    else None. On CPU, for large float32/float64 models on one device with numba
+    installed, one numba pass (``_fused_cpu.py``) does it all; else the XLA program does
+    the reduction and the copies.
     """
     snapshot = jax.tree.leaves(state.snapshot)
     base = _placed(state.step_base, snapshot) if buffers.base else None
     head = _placed(state.step_head, snapshot) if buffers.head != HEAD_IS_SNAPSHOT else None
     if buffers.head != HEAD_IS_STEP and _fused_cpu.eligible(leaves, snapshot, base, head):
-        absorb = None
-        if weight is not None and buffers.average and accumulation_dtype() == np.float64:
+        absorb = absorb_pair = None
+        if weight is not None and buffers.average:
             average = _placed(state.average, snapshot)
-            if _fused_cpu.averages_fit(leaves, average):
+            acc = accumulation_dtype()
+            if acc == np.float64 and _fused_cpu.averages_fit(leaves, average):
                 absorb = (average, weight)
-        result = _fused_cpu.reduce_epoch(leaves, snapshot, base, head, names, copying=copying, absorb=absorb)
-        return result.dot, result.sq_norm, result.copies or [], result.averages
-    acc = accumulation_dtype().name
-    partials, copies, _ = _programs.reduce_epoch(leaves, snapshot, base, head, acc=acc)  # s(t) is not kept
+            elif acc == np.float32:
+                average_lo = _placed(state.average_lo, snapshot)
+                if _fused_cpu.averages_fit(leaves, average, average_lo):
+                    absorb_pair = (average, average_lo, _programs.split_weight(weight, acc))
+        result = _fused_cpu.reduce_epoch(leaves, snapshot, base, head, names, copying=copying, absorb=absorb,
+                                         absorb_pair=absorb_pair)
+        absorbed = None if result.averages is None else (result.averages, result.averages_lo)
+        return result.dot, result.sq_norm, result.copies or [], absorbed
+    acc_name = accumulation_dtype().name
+    partials, copies, _ = _programs.reduce_epoch(leaves, snapshot, base, head, acc=acc_name)  # s(t) is not kept
     dot, sq_norm = _programs.sum_partials(partials)
     return dot, sq_norm, copies, None
 
@@ -263,10 +271,7 @@ def update(state: AutoDropState, params: Any) -> tuple[Any, AutoDropState, Decis
                 "(its buffer layout says W is absent): the state was not produced by autodrop_jax"
             )
         if absorbed is not None and decision.average_weight == pending_weight:
-            average, average_lo = absorbed, None  # the numba pass formed W' (float64, x64 only)
-        elif not first and average_lo is not None and _fused_cpu.eligible(leaves, average, average_lo):
-            weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
-            average, average_lo = _fused_cpu.absorb_pair(leaves, average, average_lo, weight, names)
+            average, average_lo = absorbed  # the numba pass formed W'
         else:  # the decision is the authority (it agrees with the pending weight whenever one exists)
             weight = _programs.split_weight(decision.average_weight, accumulation_dtype())
             if first:

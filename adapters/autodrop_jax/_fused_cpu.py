@@ -11,15 +11,13 @@ two that s(t-1) is formed from) to the kernels every adapter shares
 * a fresh copy of x(t) (the candidate snapshot: the caller may donate its parameters
   later, so ours must not alias them), into numpy memory aligned to 64 bytes that JAX
   then adopts through DLPack without a copy;
-* under x64 while a drop is pending (the weight c is known before the reductions), the
-  new float64 running average W' = W + c (x(t) - W), with the numpy reference's two
-  roundings (XLA:CPU contracts the same expression into a fused multiply-add, so W' may
-  differ from the XLA path's in its last bit).
-
-Without x64, W is a float32 (hi, lo) pair, which that pass does not form; once the core
-has decided, :func:`absorb_pair` forms it in a second numba pass with the arithmetic of
-``_programs.absorb`` operation for operation, including the one fused multiply-add
-XLA:CPU makes of ``c_hi * gap + c_lo * gap``: the same bits as the XLA path.
+* while a drop is pending (the weight c is known before the reductions), the new running
+  average W' = W + c (x(t) - W). Under x64 W is float64 and W' has the numpy reference's
+  two roundings (XLA:CPU contracts the same expression into a fused multiply-add, so W'
+  may differ from the XLA path's in its last bit). Without x64 W is a float32 (hi, lo)
+  pair and c a float32 pair; the pass forms W' with the arithmetic of ``_programs.absorb``
+  operation for operation, including the one fused multiply-add XLA:CPU makes of
+  ``c_hi * gap + c_lo * gap``: the same bits as the XLA path.
 
 The sums are float64 per leaf (blocked, the same bits on any number of threads), then
 the leaves are added in order from 0.0, as ``_programs.sum_partials`` adds the XLA
@@ -35,7 +33,6 @@ every array alive until the pass has returned.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +42,7 @@ import numpy as np
 
 from autodrop_core import fused
 
-__all__ = ["ALIGNMENT", "MIN_NUMEL", "USE_FUSED_CPU", "FusedResult", "absorb_pair", "eligible", "reduce_epoch"]
+__all__ = ["ALIGNMENT", "MIN_NUMEL", "USE_FUSED_CPU", "FusedResult", "averages_fit", "eligible", "reduce_epoch"]
 
 #: Use the numba pass where it applies (tests switch it off, or on for small models).
 USE_FUSED_CPU = True
@@ -57,11 +54,6 @@ MIN_NUMEL = 1 << 16
 ALIGNMENT = 64
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
-#: Elements per block of :func:`absorb_pair` (elementwise: the blocks only balance the threads).
-_PAIR_BLOCK = 1 << 16
-
-_pair_kernel: Any = None
-_pair_lock = threading.Lock()
 
 
 def _on_one_cpu(x: Any) -> bool:
@@ -106,11 +98,21 @@ def eligible(*groups: Sequence[Any] | None) -> bool:
     return True
 
 
-def averages_fit(xs: Sequence[Any], averages: Sequence[Any]) -> bool:
-    """Whether the pass can read these running averages: float64, on one CPU device, shaped like x(t)."""
-    return len(averages) == len(xs) and all(
-        _on_one_cpu(w) and np.dtype(w.dtype) == np.float64 and w.shape == x.shape
-        for x, w in zip(xs, averages, strict=True)
+def averages_fit(xs: Sequence[Any], averages: Sequence[Any], averages_lo: Sequence[Any] | None = None) -> bool:
+    """Whether the pass can read this running average, shaped like x(t) and on one CPU device.
+
+    W is float64 (``averages_lo`` None), or a float32 (hi, lo) pair for float32 leaves.
+    """
+    if averages_lo is None:
+        return len(averages) == len(xs) and all(
+            _on_one_cpu(w) and np.dtype(w.dtype) == np.float64 and w.shape == x.shape
+            for x, w in zip(xs, averages, strict=True)
+        )
+    f32 = np.dtype(np.float32)
+    return len(averages) == len(averages_lo) == len(xs) and all(
+        np.dtype(x.dtype) == f32 and all(_on_one_cpu(w) and np.dtype(w.dtype) == f32 and w.shape == x.shape
+                                         for w in (hi, lo))
+        for x, hi, lo in zip(xs, averages, averages_lo, strict=True)
     )
 
 
@@ -130,9 +132,18 @@ def _empty(counts: Sequence[int], dtypes: Sequence[np.dtype]) -> list[np.ndarray
     return [fused.aligned_empty(count, dtype.name) for count, dtype in zip(counts, dtypes, strict=True)]
 
 
-def _adopt(array: np.ndarray, shape: tuple[int, ...]) -> jax.Array:
-    """The numpy output as a JAX array on the CPU, through DLPack (no copy where aligned)."""
-    return jax.dlpack.from_dlpack(array.reshape(shape))
+def _adopt(arrays: Sequence[np.ndarray], like: Sequence[jax.Array]) -> list[jax.Array]:
+    """The numpy outputs as JAX arrays on the CPU device of ``like``, shaped like it, in one call.
+
+    ``jax.device_put`` of aligned numpy arrays to a CPU device aliases their buffers (no
+    copy; the arrays stay alive with the JAX ones), and one call for all leaves costs
+    about two thirds of one ``jax.dlpack.from_dlpack`` per leaf. Where a jaxlib copied
+    instead, the result would only be slower, never different.
+    """
+    if not arrays:
+        return []
+    device = next(iter(like[0].sharding.device_set))
+    return list(jax.device_put([a.reshape(x.shape) for a, x in zip(arrays, like, strict=True)], device))
 
 
 def _address(what: str, name: str, x: jax.Array, buffer: jax.Array, dtype: np.dtype) -> int:
@@ -149,12 +160,16 @@ def _address(what: str, name: str, x: jax.Array, buffer: jax.Array, dtype: np.dt
 
 @dataclass(frozen=True)
 class FusedResult:
-    """What one pass returns: the two sums (float64, leaves added in order), the copies, W' (or None)."""
+    """What one pass returns: the two sums (float64, leaves added in order), the copies, W' (or None).
+
+    ``averages_lo`` is the low half of a float32 pair W' (None for a float64 one).
+    """
 
     dot: float
     sq_norm: float
     copies: list[jax.Array] | None
     averages: list[jax.Array] | None
+    averages_lo: list[jax.Array] | None = None
 
 
 def reduce_epoch(
@@ -166,6 +181,7 @@ def reduce_epoch(
     *,
     copying: bool = True,
     absorb: tuple[Sequence[jax.Array], float] | None = None,
+    absorb_pair: tuple[Sequence[jax.Array], Sequence[jax.Array], tuple[Any, Any]] | None = None,
 ) -> FusedResult:
     """dot = <s(t), s(t-1)> and ||s(t)||^2 over all leaves, the copies of x(t) and W', in one pass.
 
@@ -178,23 +194,35 @@ def reduce_epoch(
         names: each leaf's key path, for the errors.
         copying: also return a fresh copy of each leaf of x(t) (the candidate snapshot).
         absorb: ``(W, c)``: also return W' = W + c (x(t) - W) per leaf, W float64.
+        absorb_pair: ``(W_hi, W_lo, (c_hi, c_lo))``: the same for a float32 (hi, lo) pair W
+            and a float32 pair c (float32 leaves, without x64), with the XLA program's
+            arithmetic (see the module docstring). At most one of ``absorb`` and this.
 
     Raises:
         RuntimeError: a buffer has another dtype or size than its leaf of x(t) (named),
             checked for every buffer before the pass reads any.
     """
+    if absorb is not None and absorb_pair is not None:
+        raise ValueError("reduce_epoch: pass absorb (a float64 W) or absorb_pair (a float32 pair W), not both")
     n = len(params)
+    averages_in = absorb[0] if absorb is not None else absorb_pair[0] if absorb_pair is not None else None
+    averages_lo_in = absorb_pair[1] if absorb_pair is not None else None
     # dispatch is asynchronous: the buffers are read only once every producer has finished
     jax.block_until_ready([list(params), list(snapshot), list(base or []), list(head or []),
-                           list(absorb[0]) if absorb is not None else []])
-    f64 = np.dtype(np.float64)
+                           list(averages_in or []), list(averages_lo_in or [])])
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
     dtypes = [np.dtype(x.dtype) for x in params]
     counts = [int(x.size) for x in params]
+    average_dtype = f32 if absorb_pair is not None else f64
     copies_out: list[Any] = _empty(counts, dtypes) if copying else [None] * n
-    averages_out: list[Any] = _empty(counts, [f64] * n) if absorb is not None else [None] * n
+    averages_out: list[Any] = _empty(counts, [average_dtype] * n) if averages_in is not None else [None] * n
+    averages_lo_out: list[Any] = _empty(counts, [f32] * n) if averages_lo_in is not None else [None] * n
+
+    def data(out: np.ndarray | None, size: int) -> int:
+        return 0 if out is None or not size else int(out.ctypes.data)
+
     rows = []
-    for i, (x, name, dtype, copy, new_average) in enumerate(
-            zip(params, names, dtypes, copies_out, averages_out, strict=True)):
+    for i, (x, name, dtype) in enumerate(zip(params, names, dtypes, strict=True)):
         x_address = _address("value", name, x, x, dtype)
         snap = _address("snapshot", name, x, snapshot[i], dtype)
         if base is None:
@@ -202,104 +230,28 @@ def reduce_epoch(
         else:
             base_address = _address("step base", name, x, base[i], dtype)
             head_address = snap if head is None else _address("step head", name, x, head[i], dtype)
-        average_address = 0 if absorb is None else _address("running average", name, x, absorb[0][i], f64)
-        rows.append((x_address, snap, head_address, base_address,
-                     0 if copy is None or not x.size else copy.ctypes.data, average_address,
-                     0 if new_average is None or not x.size else new_average.ctypes.data))
+        average_address = 0 if averages_in is None else _address(
+            "running average", name, x, averages_in[i], average_dtype)
+        average_lo_address = 0 if averages_lo_in is None else _address(
+            "running average's low half", name, x, averages_lo_in[i], f32)
+        rows.append((x_address, snap, head_address, base_address, data(copies_out[i], x.size), average_address,
+                     data(averages_out[i], x.size), average_lo_address, data(averages_lo_out[i], x.size)))
+    pair_weight = None
+    if absorb_pair is not None:
+        c_hi, c_lo = (float(np.float32(np.asarray(c))) for c in absorb_pair[2])
+        pair_weight = (c_hi, c_lo)
     per_leaf = fused.reduce_pass([_DTYPES[d] for d in dtypes], rows, tuple(counts), threads=_threads(),
-                                 copying=copying, absorbing=absorb is not None,
-                                 weight=0.0 if absorb is None else float(absorb[1]), firsts=[False] * n)
-    copies = [None if c is None else _adopt(c, x.shape) for c, x in zip(copies_out, params, strict=True)]
-    averages = [None if a is None else _adopt(a, x.shape) for a, x in zip(averages_out, params, strict=True)]
+                                 copying=copying, absorbing=averages_in is not None,
+                                 weight=0.0 if absorb is None else float(absorb[1]), firsts=[False] * n,
+                                 pair_weight=pair_weight)
     dot = 0.0
     sq_norm = 0.0
     for leaf_dot, leaf_sq in per_leaf:
         dot += leaf_dot
         sq_norm += leaf_sq
-    return FusedResult(dot, sq_norm, copies if copying else None, averages if absorb is not None else None)
-
-
-def _build_pair() -> Any:
-    import llvmlite.ir as llvm_ir
-    import numba
-    from numba.core import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def fused_multiply_add(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-        """a * b + c in float32 with one rounding (LLVM's fma)."""
-        signature = types.float32(types.float32, types.float32, types.float32)
-
-        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            f32 = llvm_ir.FloatType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [f32], llvm_ir.FunctionType(f32, [f32, f32, f32]))
-            return builder.call(fn, args)
-
-        return signature, codegen
-
-    float32_at = fused.pointer_to(types.float32)
-
-    @numba.njit(nogil=True, parallel=True)
-    def absorb(table: Any, sizes: Any, blocks: Any, lanes: Any, c_hi: Any, c_lo: Any) -> None:
-        for lane in numba.prange(lanes.size - 1):
-            for j in range(lanes[lane], lanes[lane + 1]):
-                t, start, end = blocks[j, 0], blocks[j, 1], blocks[j, 2]
-                n = sizes[t]
-                x = numba.carray(float32_at(table[t, 0]), n)
-                hi = numba.carray(float32_at(table[t, 1]), n)
-                lo = numba.carray(float32_at(table[t, 2]), n)
-                new_hi = numba.carray(float32_at(table[t, 3]), n)
-                new_lo = numba.carray(float32_at(table[t, 4]), n)
-                for i in range(start, end):
-                    h = hi[i]
-                    low = lo[i]
-                    gap = (x[i] - h) - low
-                    move = fused_multiply_add(c_hi, gap, c_lo * gap)
-                    # two error-free sums (Knuth), as _programs._two_sum
-                    s = h + move
-                    virtual = s - h
-                    e = (h - (s - virtual)) + (move - virtual)
-                    u = e + low
-                    s2 = s + u
-                    virtual2 = s2 - s
-                    new_hi[i] = s2
-                    new_lo[i] = (s - (s2 - virtual2)) + (u - virtual2)
-
-    return absorb
-
-
-def absorb_pair(
-    params: Sequence[jax.Array],
-    average: Sequence[jax.Array],
-    average_lo: Sequence[jax.Array],
-    weight: tuple[Any, Any],
-    names: Sequence[str],
-) -> tuple[list[jax.Array], list[jax.Array]]:
-    """W' = W + c (x(t) - W) for a float32 (hi, lo) pair W and a float32 pair c, in fresh arrays.
-
-    The arithmetic of ``_programs.absorb`` (``first`` False, without x64), operation for
-    operation, on float32 leaves (see :func:`eligible`). Nothing passed in is modified.
-
-    Raises:
-        RuntimeError: a buffer is not float32 of its leaf's size (named), before any read.
-    """
-    global _pair_kernel
-    with _pair_lock:
-        if _pair_kernel is None:
-            _pair_kernel = _build_pair()
-    f32 = np.dtype(np.float32)
-    jax.block_until_ready([list(params), list(average), list(average_lo)])
-    counts = [int(x.size) for x in params]
-    new_hi, new_lo = _empty(counts, [f32] * len(counts)), _empty(counts, [f32] * len(counts))
-    rows = []
-    for x, hi, lo, out_hi, out_lo, name in zip(params, average, average_lo, new_hi, new_lo, names, strict=True):
-        rows.append((_address("value", name, x, x, f32), _address("running average", name, x, hi, f32),
-                     _address("running average's low half", name, x, lo, f32),
-                     out_hi.ctypes.data if x.size else 0, out_lo.ctypes.data if x.size else 0))
-    blocks, lanes = fused.plan(tuple(counts), _threads(), _PAIR_BLOCK)
-    c_hi, c_lo = (np.float32(np.asarray(c)) for c in weight)
-    with fused.launch_lock:  # one parallel launch at a time (numba's workqueue layer), as the shared kernels
-        _pair_kernel(np.array(rows, dtype=np.int64).reshape(-1, 5), np.array(counts, dtype=np.int64), blocks, lanes,
-                     c_hi, c_lo)
-    return ([_adopt(a, x.shape) for a, x in zip(new_hi, params, strict=True)],
-            [_adopt(a, x.shape) for a, x in zip(new_lo, params, strict=True)])
+    return FusedResult(
+        dot, sq_norm,
+        _adopt(copies_out, params) if copying else None,
+        _adopt(averages_out, params) if averages_in is not None else None,
+        _adopt(averages_lo_out, params) if averages_lo_in is not None else None,
+    )

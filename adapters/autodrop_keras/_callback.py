@@ -287,16 +287,20 @@ class AutoDropCallback(keras.callbacks.Callback):
         check_lrs_unchanged([self._written], [_read(self._lr)], where="the optimizer's learning_rate", fix=_LR_FIX)
         ops = keras.ops
         dot, sq_norm = 0.0, 0.0
-        pairs, fused_average, fused_weight = None, None, None
+        pairs, fused_average, fused_weight, current = None, None, None, None
         if self._base is not None and self._explicit is None:  # s(t-1) from two buffers: maybe one numba pass
             heads = self._snapshot if self._head is None else self._head
             # while a drop is pending the weight is known now: the same pass then forms W' (float64 W only)
             fused_weight = controller.pending_average_weight if self._acc == "float64" else None
             absorb = (self._average, fused_weight) if fused_weight is not None and self._average else None
-            result = _fused_cpu.reduce_buffers([v.value for v in self._params], self._snapshot, heads, self._base,
-                                               absorb)
+            values = _fused_cpu.values(self._params)
+            # TensorFlow's reads are x(t) already (copy on write); other backends get a copy from the pass
+            on_tensorflow = keras.backend.backend() == "tensorflow"
+            result = _fused_cpu.reduce_buffers(values, self._snapshot, heads, self._base, absorb,
+                                               copying=not on_tensorflow)
             if result is not None:
-                pairs, fused_average = result
+                pairs, fused_average = result.pairs, result.averages
+                current = values if on_tensorflow else result.copies
         if pairs is not None:
             for leaf_dot, leaf_sq in pairs:  # the variables in order, as below
                 dot += leaf_dot
@@ -314,7 +318,8 @@ class AutoDropCallback(keras.callbacks.Callback):
         except InvalidReductionError as err:
             raise self._explain(err) from err
         # everything new is built first; nothing the caller or the callback holds has changed yet
-        current = [ops.copy(v.value) for v in self._params]  # x(t)
+        if current is None:
+            current = [ops.copy(v.value) for v in self._params]  # x(t)
         average, extra_average = self._average, self._extra_average
         if decision.average_weight is not None:
             if fused_average is not None and decision.average_weight == fused_weight:

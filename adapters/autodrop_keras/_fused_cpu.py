@@ -16,13 +16,13 @@ This module decides nothing and writes nothing; it keeps every exported tensor a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 
 from autodrop_core import fused
 
-__all__ = ["MIN_NUMEL", "USE_FUSED_CPU", "reduce_buffers"]
+__all__ = ["MIN_NUMEL", "USE_FUSED_CPU", "Reduced", "reduce_buffers", "values"]
 
 #: Use the numba pass when it applies (tests switch it off, or on for small models).
 USE_FUSED_CPU = True
@@ -46,33 +46,73 @@ def _threads() -> int:
     return fused.host_threads()
 
 
-def _export(tensor: Any, keep: list[Any]) -> fused.Buffer:
-    """The host buffer of a backend tensor (its DLPack capsule goes into ``keep``)."""
+def values(variables: Sequence[Any]) -> list[Any]:
+    """The variables' current values as backend tensors, for :func:`reduce_buffers` and as x(t).
+
+    On TensorFlow, a plain variable's value is read by one ``ReadVariableOp`` (a quarter of
+    the cost of ``read_value``): the tensor shares the variable's buffer, and TensorFlow
+    copies that buffer on the variable's next write while the tensor is alive (copy on
+    write), so the read is x(t) as ``keras.ops.copy`` would give it, without a copy now.
+    Other backends: the variables' own values (``variable.value``).
+    """
+    out = [v.value for v in variables]
+    if keras.backend.backend() != "tensorflow":
+        return out
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return [tf.identity(v) for v in out]
+    return [tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
+            if hasattr(v, "handle") and not isinstance(v, tf.distribute.DistributedValues) else tf.identity(v)
+            for v in out]
+
+
+def _capsule(tensor: Any) -> Any:
+    """A DLPack capsule of a backend tensor's host buffer (JAX's arrays are waited for first)."""
     wait = getattr(tensor, "block_until_ready", None)
     if wait is not None:  # JAX dispatches asynchronously
         wait()
     try:
-        capsule = tensor.__dlpack__()
+        return tensor.__dlpack__()
     except AttributeError:  # a TensorFlow variable: export a read of it, which shares its buffer
-        capsule = tensor.read_value().__dlpack__()
+        return tensor.read_value().__dlpack__()
     except (RuntimeError, BufferError):  # torch refuses tensors that require grad: export their data
-        capsule = tensor.detach().__dlpack__()
-    keep.append(capsule)
-    return fused.dlpack_buffer(capsule)
+        return tensor.detach().__dlpack__()
 
 
-def _from_host(array: Any) -> Any:
-    """A backend tensor over a numpy array's memory, without a copy where the backend allows it."""
+def _export(tensors: Sequence[Any], keep: list[Any]) -> list[fused.Buffer]:
+    """The host buffers of backend tensors, every header read in one call (the capsules go into ``keep``)."""
+    capsules = [_capsule(t) for t in tensors]
+    keep.extend(capsules)
+    return fused.dlpack_buffers(capsules)
+
+
+def _from_host(arrays: Sequence[Any], like: Sequence[Any]) -> list[Any]:
+    """Backend tensors over numpy arrays' memory, shaped like ``like``, without a copy where the backend allows it."""
+    shaped = [a.reshape(tuple(x.shape)) for a, x in zip(arrays, like, strict=True)]
     backend = keras.backend.backend()
     if backend == "torch":
         import torch
 
-        return torch.from_numpy(array)
+        return [torch.from_numpy(a) for a in shaped]
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-    return keras.ops.convert_to_tensor(array)  # JAX: a copy into its own buffer
+        return [tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in shaped]
+    if backend == "jax" and shaped:
+        import jax
+
+        # device_put of an aligned numpy array to the CPU aliases its buffer (no copy)
+        return list(jax.device_put(shaped, jax.devices("cpu")[0]))
+    return [keras.ops.convert_to_tensor(a) for a in shaped]
+
+
+class Reduced(NamedTuple):
+    """What one pass gives: per variable ``(<s_i(t), s_i(t-1)>, ||s_i(t)||^2)``, W' and the copies of x(t)."""
+
+    pairs: list[tuple[float, float]]
+    averages: list[Any] | None
+    copies: list[Any] | None
 
 
 def reduce_buffers(
@@ -81,21 +121,27 @@ def reduce_buffers(
     heads: Sequence[Any],
     bases: Sequence[Any],
     absorb: tuple[Sequence[Any], float] | None = None,
-) -> tuple[list[tuple[float, float]], list[Any] | None] | None:
-    """``(<s_i(t), s_i(t-1)>, ||s_i(t)||^2)`` per variable i (s(t-1) = head - base), and W'; None if it cannot run.
+    *,
+    copying: bool = False,
+) -> Reduced | None:
+    """The per-variable sums (s(t-1) = head - base), W' and copies of x(t) in one pass; None if it cannot run.
 
     With ``absorb = (W, c)`` (float64 running averages, one per variable) the same pass
     forms W' = W + c (x(t) - W) with the callback's two roundings, into fresh backend
-    tensors. Every tensor is read in place; nothing passed in is written.
+    tensors; with ``copying`` it also writes a copy of each x(t) into fresh memory (the
+    next snapshot, for backends whose tensors do not copy on write: torch and JAX).
+    Every tensor passed in is read in place and never written.
     """
     if not USE_FUSED_CPU or not xs or not fused.available():
         return None
     keep: list[Any] = []
+    n = len(xs)
     try:
-        buffers = [[_export(t, keep) for t in group] for group in zip(xs, snaps, heads, bases, strict=True)]
-        averages = [_export(w, keep) for w in absorb[0]] if absorb is not None else None
+        found = _export([*xs, *snaps, *heads, *bases], keep)
+        averages = _export(absorb[0], keep) if absorb is not None else None
     except (AttributeError, TypeError, ValueError, RuntimeError, BufferError):
         return None  # not exportable, or not in host memory
+    buffers = [[found[k * n + i] for k in range(4)] for i in range(n)]
     if not any(group[0].elements >= MIN_NUMEL for group in buffers):
         return None
     for i, group in enumerate(buffers):
@@ -106,13 +152,17 @@ def reduce_buffers(
                 x.elements, "float64", True):
             return None
     fresh = [fused.aligned_empty(group[0].elements) for group in buffers] if averages is not None else None
-    rows = [(*(b.address for b in group), 0, 0 if averages is None else averages[i].address,
-             0 if fresh is None else fresh[i].ctypes.data) for i, group in enumerate(buffers)]
+    copies = [fused.aligned_empty(group[0].elements, str(group[0].dtype)) for group in buffers] if copying else None
+
+    def data(arrays: list[Any] | None, i: int) -> int:
+        return 0 if arrays is None or not buffers[i][0].elements else int(arrays[i].ctypes.data)
+
+    rows = [(*(b.address for b in group), data(copies, i), 0 if averages is None else averages[i].address,
+             data(fresh, i)) for i, group in enumerate(buffers)]
     out = fused.reduce_pass([str(group[0].dtype) for group in buffers], rows,
                             tuple(group[0].elements for group in buffers), threads=_threads(),
-                            absorbing=fresh is not None, weight=0.0 if absorb is None else absorb[1],
-                            firsts=[False] * len(buffers))
+                            copying=copies is not None, absorbing=fresh is not None,
+                            weight=0.0 if absorb is None else absorb[1], firsts=[False] * len(buffers))
     del keep  # the capsules give the buffers back only now, after the pass
-    if fresh is None:
-        return out, None
-    return out, [_from_host(a.reshape(tuple(x.shape))) for a, x in zip(fresh, xs, strict=True)]
+    return Reduced(out, None if fresh is None else _from_host(fresh, xs),
+                   None if copies is None else _from_host(copies, xs))

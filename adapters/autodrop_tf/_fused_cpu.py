@@ -34,13 +34,20 @@ MIN_NUMEL = 1 << 16
 _DTYPES = {tf.float32: "float32", tf.float64: "float64"}
 
 
+def _buffers(tensors: Sequence[tf.Tensor], keep: list[Any]) -> list[fused.Buffer]:
+    """The addresses, element counts and dtypes of CPU tensors (their capsules go into ``keep``)."""
+    capsules = [tf.experimental.dlpack.to_dlpack(t) for t in tensors]
+    keep.extend(capsules)
+    buffers = fused.dlpack_buffers(capsules)
+    for t, buffer in zip(tensors, buffers, strict=True):
+        if not buffer.dense:
+            raise RuntimeError(f"a tensor of shape {t.shape} is not dense and row-major")
+    return buffers
+
+
 def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, str | None]:
     """The address, element count and dtype of a CPU tensor (its capsule goes into ``keep``)."""
-    capsule = tf.experimental.dlpack.to_dlpack(tensor)
-    keep.append(capsule)
-    buffer = fused.dlpack_buffer(capsule)
-    if not buffer.dense:
-        raise RuntimeError(f"a tensor of shape {tensor.shape} is not dense and row-major")
+    buffer = _buffers([tensor], keep)[0]
     return buffer.address, buffer.elements, buffer.dtype
 
 
@@ -89,29 +96,38 @@ def reduce_buffers(
     averages, weight = absorb if absorb is not None else (None, 0.0)
     new_average: list[list[Any]] = [[] for _ in xs]
     rows, sizes, dtypes = [], [], []
+    n = len(xs)
+    found = _buffers([*xs, *snaps, *heads, *bases], keep)  # every header in one call
+    w_found = None
+    if averages is not None:
+        if [len(group) for group in averages] != [len(c) for c in chunks]:
+            raise RuntimeError(f"the running average is in {[len(g) for g in averages]} chunks per variable, "
+                               f"expected {[len(c) for c in chunks]}")
+        w_found = iter(_buffers([c for group in averages for c in group], keep))
     for i, x_tensor in enumerate(xs):
-        x, count, code = _address(x_tensor, keep)
+        x, count, code = found[i].address, found[i].elements, found[i].dtype
         row = [x]
-        for what, t in (("snapshot", snaps[i]), ("head", heads[i]), ("base", bases[i])):
-            address, other_count, other_code = _address(t, keep)
-            if (other_count, other_code) != (count, code):  # never read past a buffer's end
+        for k, (what, t) in enumerate((("snapshot", snaps[i]), ("head", heads[i]), ("base", bases[i])), start=1):
+            other = found[k * n + i]
+            if (other.elements, other.dtype) != (count, code):  # never read past a buffer's end
                 raise RuntimeError(f"variable {i}: its {what} is {t.dtype.name}{t.shape}, "
                                    f"not {x_tensor.dtype.name}{x_tensor.shape}")
-            row.append(address)
+            row.append(other.address)
         if sum(chunks[i]) != count:
             raise RuntimeError(f"variable {i}: chunks of {sum(chunks[i])} elements for {count}")
         start = 0
+        if averages is not None:  # one allocation per variable (huge pages), a view per chunk
+            new_average[i] = fused.aligned_parts(chunks[i])
         for j, length in enumerate(chunks[i]):
             average = out = 0
-            if averages is not None:
+            if averages is not None and w_found is not None:
                 chunk_w = averages[i][j]
-                average, w_count, _ = _address(chunk_w, keep)
-                if chunk_w.dtype != tf.float64 or w_count != length:
+                w_buffer = next(w_found)
+                average = w_buffer.address
+                if chunk_w.dtype != tf.float64 or w_buffer.elements != length:
                     raise RuntimeError(f"variable {i}: its average chunk {j} is {chunk_w.dtype.name}"
                                        f"{chunk_w.shape}, not float64({length},)")
-                fresh = fused.aligned_empty(length)
-                new_average[i].append(fresh)
-                out = fresh.ctypes.data
+                out = new_average[i][j].ctypes.data
             offset = start * x_tensor.dtype.size
             rows.append((*(a + offset for a in row), 0, average, out))
             sizes.append(length)

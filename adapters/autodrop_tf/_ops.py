@@ -171,6 +171,9 @@ class Reads:
     #: W' of the parameters (per variable, per chunk), formed in the same pass, and its weight c
     new_average: list[list[tf.Tensor]] | None = None
     absorbed_weight: float | None = None
+    #: the values of buffer groups as the reduction read them (``step_base``, ``step_head``,
+    #: ``average``: the parameters' chunks); :meth:`EpochOps.commit` backs up from them
+    held: dict[str, list[tf.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,6 +186,9 @@ class Plan:
     groups: list[tuple[str, list[tf.Tensor]]]
     #: the applied average, per caller variable (parameters, then extras); empty: nothing written
     written: list[tf.Tensor]
+    #: what some groups' variables hold now, read by the reduction (the commit's backup of
+    #: them: a second read would cost one op per variable); the rest are read at the commit
+    current: dict[str, list[tf.Tensor]] = field(default_factory=dict)
 
 
 class EpochOps(tf.Module):
@@ -390,7 +396,12 @@ class EpochOps(tf.Module):
         xs, snaps, heads, bases, averages = graphs[key]()
         absorb = (averages, weight) if weight is not None else None
         dot, sq_norm, new_average = _fused_cpu.reduce_buffers(xs, snaps, heads, bases, self._held.sizes, absorb)
-        return Reads(dot, sq_norm, list(xs), list(snaps), new_average, weight)
+        as_read = {"step_base": list(bases)}
+        if kind == "head":
+            as_read["step_head"] = list(heads)
+        if weight is not None and not self.extra_average:
+            as_read["average"] = [c for group in averages for c in group]
+        return Reads(dot, sq_norm, list(xs), list(snaps), new_average, weight, as_read)
 
     def prepare(self, reads: Reads, weight: float | None, apply: bool) -> Plan:
         """The new buffers (and the values an applied average writes), as fresh tensors; writes nothing.
@@ -435,7 +446,7 @@ class EpochOps(tf.Module):
                 _empty(tf.float64) for _ in chunks]
             groups.append(("average", values))
         layout = Layout(base=True, head=bool(written), explicit=False, average=keep_average and averaging)
-        return Plan(layout=layout, groups=groups, written=written)
+        return Plan(layout=layout, groups=groups, written=written, current={"snapshot": old_snaps, **reads.held})
 
     def commit(self, plan: Plan) -> Callable[[], None]:
         """Write ``plan`` into the caller's variables (an applied average) and then the buffers, all or nothing.
@@ -463,13 +474,24 @@ class EpochOps(tf.Module):
             for key, values in batches:
                 read, write = self._writer(key)
                 # the backup first: a write that fails half way is put back as a whole
-                done.append((self._targets(key), list(read())))
+                done.append((self._targets(key), self._backup(key, read, plan.current)))
                 _write_into(write, values)
         except BaseException:
             undo()
             raise
         self.layout = plan.layout
         return undo
+
+    def _backup(self, key: tuple[str, ...], read: Callable[[], Any], current: dict[str, list[tf.Tensor]]
+                ) -> list[tf.Tensor]:
+        """The values the variables of ``key`` hold now: ``current``'s where it has them all, else read."""
+        values: list[tf.Tensor] = []
+        for group in key:
+            known = current.get(group)
+            if known is None or len(known) != len(self._targets((group,))):
+                return list(read())
+            values += known
+        return values
 
     def restart(self) -> None:
         """x̂ = current variables, s = 0, no average (a fresh start)."""

@@ -93,3 +93,96 @@ def test_one_call_takes_tensors_of_both_dtypes_in_order_and_names_a_bad_one() ->
     assert mixed == alone
     with pytest.raises(ValueError, match="dtype 'int8'"):
         fused.reduce_pass(["float32", "int8", "float64"], rows, tuple(x.size for x in xs), threads=1)
+
+
+def _pair_reference(x: np.ndarray, hi: np.ndarray, lo: np.ndarray, c_hi: np.float32, c_lo: np.float32
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The compensated float32 update, in numpy: fma(c_hi, gap, c_lo * gap) formed exactly in float64.
+
+    c_hi * gap is exact in float64 (24 + 24 bits); adding the float32 c_lo * gap and rounding
+    to float32 once more gives the fma's single rounding except at ties (none at this seed).
+    """
+    f32 = np.float32
+    gap = (x - hi) - lo
+    move = (c_hi.astype(np.float64) * gap + (c_lo * gap).astype(np.float64)).astype(f32)
+    s = hi + move
+    virtual = s - hi
+    e = (hi - (s - virtual)) + (move - virtual)
+    u = e + lo
+    s2 = s + u
+    virtual2 = s2 - s
+    return s2, ((s - (s2 - virtual2)) + (u - virtual2)).astype(f32)
+
+
+@needs_numba
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_pass_absorbs_into_a_float32_pair_and_writes_x_where_the_window_starts(threads: int) -> None:
+    rng = np.random.default_rng(2)
+    sizes = (fused.SPLIT + 5, 3, 0, 9000)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    snaps = [(x - 1e-3).astype(np.float32) for x in xs]
+    his = [(x + 1e-2 * rng.standard_normal(x.size)).astype(np.float32) for x in xs]
+    los = [(np.abs(h) * rng.uniform(-2.0**-25, 2.0**-25, h.size)).astype(np.float32) for h in his]
+    out_hi = [np.full_like(x, np.nan) for x in xs]
+    out_lo = [np.full_like(x, np.nan) for x in xs]
+    copies = [np.empty_like(x) for x in xs]
+    rows = [_row(x, s, s, s, c, h, oh, lo, ol)
+            for x, s, c, h, oh, lo, ol in zip(xs, snaps, copies, his, out_hi, los, out_lo)]
+    weight = 2.0 / 7.0
+    c_hi = np.float32(weight)
+    c_lo = np.float32(weight - float(c_hi))
+    firsts = [False, True, False, False]
+    sums = fused.reduce_pass("float32", rows, sizes, threads=threads, copying=True, absorbing=True,
+                             firsts=firsts, pair_weight=(float(c_hi), float(c_lo)))
+    assert sums == fused.reduce_pass("float32", rows, sizes, threads=1, copying=True, absorbing=True,
+                                     firsts=firsts, pair_weight=(float(c_hi), float(c_lo)))
+    for x, h, lo, got_hi, got_lo, c, first in zip(xs, his, los, out_hi, out_lo, copies, firsts):
+        np.testing.assert_array_equal(c, x)
+        want_hi, want_lo = (x, np.zeros_like(x)) if first else _pair_reference(x, h, lo, c_hi, c_lo)
+        np.testing.assert_array_equal(got_hi, want_hi)
+        np.testing.assert_array_equal(got_lo, want_lo)
+
+
+@needs_numba
+def test_a_pair_average_for_float64_tensors_or_without_its_halves_is_refused_before_any_write() -> None:
+    x = np.zeros(8, np.float32)
+    wide = np.zeros(8)
+    with pytest.raises(ValueError, match=r"pair_weight: .* not float64 \(tensor 1\)"):
+        fused.reduce_pass(["float32", "float64"], [_row(x, x, x, x, None, x, x, x, x), _row(wide, wide, wide, wide)
+                                                   + (0,) * 5], (8, 8), threads=1, absorbing=True,
+                          pair_weight=(0.5, 0.0))
+    out = np.full(8, 7.0, np.float32)
+    with pytest.raises(ValueError, match="tensor 0 lacks a half of W or W'"):
+        fused.reduce_pass("float32", [_row(x, x, x, x, None, x, out, x, None)], (8,), threads=1, absorbing=True,
+                          firsts=[False], pair_weight=(0.5, 0.0))
+    assert (out == 7.0).all()
+    with pytest.raises(ValueError, match="address rows of \\[5\\] columns"):
+        fused.reduce_pass("float32", [(0, 0, 0, 0, 0)], (0,), threads=1)
+
+
+def test_aligned_parts_are_views_of_one_block_each_on_64_bytes() -> None:
+    parts = fused.aligned_parts([5, 262_144, 3, 0, 17], "float64")
+    assert [p.size for p in parts] == [5, 262_144, 3, 0, 17]
+    assert all(p.ctypes.data % 64 == 0 and p.dtype == np.float64 for p in parts)
+    bases = {id(p.base) for p in parts}
+    assert len(bases) == 1  # one allocation: freed when the last view is
+    filled = [p for p in parts if p.size]  # (an empty view may point anywhere in the block)
+    assert all(a.ctypes.data + 8 * a.size <= b.ctypes.data for a, b in zip(filled, filled[1:]))  # no overlap
+
+
+@pytest.mark.parametrize("with_numba", [True, False])
+def test_many_capsules_are_read_as_one_by_one_and_a_bad_one_is_named(
+    with_numba: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if with_numba and importlib.util.find_spec("numba") is None:
+        pytest.skip("numba not installed")
+    if not with_numba:
+        monkeypatch.setattr(fused, "available", lambda: False)
+        monkeypatch.setattr(fused, "_kernels", None)
+    arrays = [np.ones((4, 3, 3), np.float32), np.zeros((4, 6))[:, ::2], np.zeros(3, np.int32),
+              np.zeros((2, 3, 4))[1:], np.zeros(()), np.zeros((0, 5), np.float32)]
+    capsules = [a.__dlpack__() for a in arrays]
+    assert fused.dlpack_buffers(capsules) == [fused.dlpack_buffer(c) for c in capsules]
+    assert fused.dlpack_buffers([]) == []
+    with pytest.raises(ValueError, match="capsule 1: .* is not an unconsumed 'dltensor'"):
+        fused.dlpack_buffers([capsules[0], object()])

@@ -111,21 +111,37 @@ def test_the_copies_and_averages_are_the_kernels_numpy_buffers_adopted_without_a
 
 
 @pytest.mark.parametrize("weight", [2.0 / 3.0, 2.0 / 7.0, 0.5, 2.0 / 25.0])
-def test_the_numba_pair_absorb_gives_the_bits_of_the_xla_one(weight: float) -> None:
+def test_the_pass_absorbs_into_a_float32_pair_with_the_bits_of_the_xla_program(weight: float) -> None:
     rng = np.random.default_rng(5)
     shapes = [(3, 3, 16, 32), (70_001,), (1,), (0,)]
     with jax.enable_x64(False):
         x = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+        snap = [jnp.asarray(np.asarray(a) - 1e-3, jnp.float32) for a in x]
         hi = [jnp.asarray(np.asarray(a) + 1e-2 * rng.standard_normal(a.shape), jnp.float32) for a in x]
         lo = [jnp.asarray(np.abs(np.asarray(h)) * rng.uniform(-2.0**-25, 2.0**-25, h.shape), jnp.float32) for h in hi]
         pair = _programs.split_weight(weight, np.dtype(np.float32))
         want_hi, want_lo = _programs.absorb(x, hi, lo, pair, first=False, flat=True)
-        got_hi, got_lo = _fused_cpu.absorb_pair(x, hi, lo, pair, ["a", "b", "c", "d"])
+        result = _fused_cpu.reduce_epoch(x, snap, snap, None, ["a", "b", "c", "d"], absorb_pair=(hi, lo, pair))
+    assert result.averages is not None and result.averages_lo is not None and result.copies is not None
+    got_hi, got_lo = result.averages, result.averages_lo
     for w, g, a in zip(want_hi + want_lo, got_hi + got_lo, x + x, strict=True):
         assert g.shape == a.shape and g.dtype == jnp.float32
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-    for g, a in zip(got_hi, x, strict=True):
+    for g, a in zip(got_hi + got_lo + result.copies, x + x + x, strict=True):
         assert g.size == 0 or g.unsafe_buffer_pointer() != a.unsafe_buffer_pointer()
+    for c, a in zip(result.copies, x, strict=True):
+        np.testing.assert_array_equal(np.asarray(c), np.asarray(a))
+
+
+def test_a_pair_average_of_the_wrong_dtype_or_with_a_float64_one_is_refused_before_any_read() -> None:
+    with jax.enable_x64(True):
+        xs = [jnp.zeros([8], jnp.float32)]
+        pair = _programs.split_weight(0.5, np.dtype(np.float32))
+        wide = [jnp.zeros([8], jnp.float64)]
+        with pytest.raises(RuntimeError, match=r"params\[0\]: its running average's low half is float64\[8\]"):
+            _fused_cpu.reduce_epoch(xs, xs, xs, None, ["[0]"], absorb_pair=(xs, wide, pair))
+        with pytest.raises(ValueError, match=r"absorb .* or absorb_pair .*, not both"):
+            _fused_cpu.reduce_epoch(xs, xs, xs, None, ["[0]"], absorb=(wide, 0.5), absorb_pair=(xs, xs, pair))
 
 
 def test_only_large_single_device_float32_or_float64_models_are_eligible(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +155,7 @@ def test_only_large_single_device_float32_or_float64_models_are_eligible(monkeyp
 
 
 def _run(
-    fused: bool, monkeypatch: pytest.MonkeyPatch, calls: list[bool], pairs: list[int]
+    fused: bool, monkeypatch: pytest.MonkeyPatch, calls: list[bool], pairs: list[bool]
 ) -> tuple[list, list[np.ndarray]]:
     monkeypatch.setattr(_fused_cpu, "USE_FUSED_CPU", fused)
     monkeypatch.setattr(_fused_cpu, "MIN_NUMEL", 0)
@@ -147,11 +163,10 @@ def _run(
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("absorb") is not None)
+        pairs.append(kwargs.get("absorb_pair") is not None)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_fused_cpu, "reduce_epoch", spy)
-    real_pair = _fused_cpu.absorb_pair
-    monkeypatch.setattr(_fused_cpu, "absorb_pair", lambda *a: pairs.append(1) or real_pair(*a))
     rng = np.random.default_rng(3)
     shapes = [(64, 32), (32,), (500,)]
     dtypes = [jnp.float32, jnp.float32, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32]
@@ -171,17 +186,17 @@ def test_the_numba_path_decides_as_the_xla_path_through_windows_averages_and_dro
     x64: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     xla_calls: list[bool] = []
-    xla_pairs: list[int] = []
+    xla_pairs: list[bool] = []
     xla_history, xla_params = _run(False, monkeypatch, xla_calls, xla_pairs)
     assert not xla_calls and not xla_pairs
     fused_calls: list[bool] = []
-    fused_pairs: list[int] = []
+    fused_pairs: list[bool] = []
     fused_history, fused_params = _run(True, monkeypatch, fused_calls, fused_pairs)
     assert len(fused_calls) == 24  # every epoch end, the first and the one after an applied average included
-    # while a drop is pending: under x64 the pass absorbs x(t) into the float64 W, else absorb_pair the float32 pair
+    # while a drop is pending the pass absorbs x(t) too: into a float64 W under x64, else into the float32 pair
     continued = sum(d.average_weight is not None and d.average_weight != 1.0 for d in fused_history)
     assert continued > 0
-    assert (sum(fused_calls), len(fused_pairs)) == ((continued, 0) if x64 else (0, continued))
+    assert (sum(fused_calls), sum(fused_pairs)) == ((continued, 0) if x64 else (0, continued))
     assert any(d.dropped for d in xla_history) and any(d.apply_average for d in xla_history)
     applied = [d.epoch for d in xla_history if d.apply_average]
     for g, f in zip(xla_history, fused_history, strict=True):
@@ -202,7 +217,7 @@ def test_the_numba_path_decides_as_the_xla_path_through_windows_averages_and_dro
     for g, f in zip(xla_params, fused_params, strict=True):
         if x64:  # the applied averages differ in the last bit where the FMA rounds otherwise
             np.testing.assert_allclose(f, g, rtol=2.0 ** (-23 if g.dtype == np.float32 else -50), atol=0)
-        else:  # absorb_pair has the XLA path's arithmetic, the copies are exact: the same bits
+        else:  # the pair absorb has the XLA path's arithmetic, the copies are exact: the same bits
             np.testing.assert_array_equal(g, f)
 
 

@@ -146,10 +146,10 @@ def _choose_path() -> list[bool]:
     _fused_cpu.MIN_NUMEL = 0
     real = _fused_cpu.reduce_buffers
 
-    def counted(*args: object) -> object:
-        result = real(*args)  # type: ignore[arg-type]
+    def counted(*args: object, **kwargs: object) -> object:
+        result = real(*args, **kwargs)  # type: ignore[arg-type]
         ran.append(result is not None)
-        absorbed.append(result is not None and result[1] is not None)
+        absorbed.append(result is not None and result.averages is not None)
         return result
 
     _fused_cpu.reduce_buffers = counted  # type: ignore[assignment]

@@ -47,7 +47,12 @@ def test_the_numba_reduction_is_float64_exact_to_1e_13(dtype: type, head_is_snap
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_average_formed_in_the_pass_rounds_as_the_reference_bit_for_bit(dtype: type) -> None:
+def test_the_average_formed_in_the_pass_rounds_as_the_reference_bit_for_bit(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts: list[np.ndarray] = []
+    real = _fused_cpu.fused.aligned_parts
+    monkeypatch.setattr(_fused_cpu.fused, "aligned_parts", lambda *a: parts.extend(out := real(*a)) or out)
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal(s).astype(dtype) for s in [(600_001,), (5, 7)]]
     chunks = [chunk_sizes(x.size) for x in xs]
@@ -58,7 +63,9 @@ def test_the_average_formed_in_the_pass_rounds_as_the_reference_bit_for_bit(dtyp
     _, _, new_average = _fused_cpu.reduce_buffers(x_t, x_t, x_t, x_t, chunks, (w_chunks, weight))
     assert new_average is not None
     assert all(int(t.__dlpack_device__()[0]) == 1 for group in new_average for t in group)
-    assert all(_fused_cpu._address(t, [])[0] % 64 == 0 for group in new_average for t in group)  # as TF needs
+    addresses = [_fused_cpu._address(t, [])[0] for group in new_average for t in group]
+    assert all(a % 64 == 0 for a in addresses)  # as TF needs
+    assert addresses == [part.ctypes.data for part in parts]  # adopted without a copy, a variable's chunks in one block
     for x, w, got in zip(xs, averages, new_average, strict=True):
         expected = w + (x.ravel().astype(np.float64) - w) * weight  # two roundings, as in the reference
         np.testing.assert_array_equal(np.concatenate([g.numpy() for g in got]), expected)
