@@ -8,7 +8,9 @@ epoch end: it reads three float32 arrays and writes one (``d = a + b + c``, elem
 over arrays far larger than the caches), on ``threads`` threads. The bandwidth is the
 bytes it reads and writes (16 per element; the write-allocate traffic is not counted,
 as it is not counted for the adapters) over the fastest of ``repeats`` runs. A
-benchmark turns bytes into a bound with :func:`bound_ms`. Nothing here is asserted.
+benchmark turns bytes into a bound with :func:`bound_ms`, and reports with :class:`KernelTime`
+what the operating system spent inside its timed calls (the bound does not count it: a
+fresh output is zeroed by the kernel at its first touch). Nothing here is asserted.
 
 Run alone: ``python benchmarks/bandwidth.py [--threads 1 2]``.
 """
@@ -16,14 +18,18 @@ Run alone: ``python benchmarks/bandwidth.py [--threads 1 2]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import resource
+import statistics
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["bandwidth_gbs", "bound_ms", "describe", "probe_gbs"]
+__all__ = ["KernelTime", "bandwidth_gbs", "bound_ms", "describe", "probe_gbs"]
 
 _ELEMENTS = 1 << 25  # 128 MiB per float32 array: four of them, far beyond any cache
 _BYTES_PER_ELEMENT = 16  # three float32 reads and one float32 write
@@ -92,6 +98,35 @@ def describe(threads: int = 1) -> str:
     """One line for a benchmark's report: the probe, its thread count and its bandwidth."""
     return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {threads} thread"
             f"{'s' if threads != 1 else ''}): {bandwidth_gbs(threads):.1f} GB/s")
+
+
+class KernelTime:
+    """System CPU time and page faults of this process during timed calls (``getrusage``), per call.
+
+    Memory an allocator has just taken from the operating system is zeroed by the kernel
+    when a page is first touched: that time is system time, it grows with the fresh bytes
+    a call writes, and it is not in the bound. Use ``with meter.measure(): call()``.
+    """
+
+    def __init__(self) -> None:
+        self.system_ms: list[float] = []
+        self.faults: list[int] = []
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        yield
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        self.system_ms.append((after.ru_stime - before.ru_stime) * 1e3)
+        self.faults.append(after.ru_minflt - before.ru_minflt + after.ru_majflt - before.ru_majflt)
+
+    def summary(self) -> dict[str, float]:
+        """Medians and means of the system ms and page faults per call."""
+        if not self.faults:
+            return {}
+        return {"system_ms_median": statistics.median(self.system_ms),
+                "system_ms_mean": statistics.mean(self.system_ms),
+                "faults_median": statistics.median(self.faults), "faults_mean": statistics.mean(self.faults)}
 
 
 def main(argv: list[str] | None = None) -> int:

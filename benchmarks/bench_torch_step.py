@@ -9,7 +9,8 @@ Two measurements, both from this one run:
    bytes at the machine's bandwidth: the fastest run, in this process, of the shared probe
    ``benchmarks/bandwidth.py`` (a numba stream outside every framework), which is also
    timed between the steps; the ratio is the median step() over the bound (and the
-   fastest step() over the bound), at 1 and 2 threads.
+   fastest step() over the bound), at 1 and 2 threads, with the system time and page
+   faults inside each step() (``bandwidth.KernelTime``: the kernel zeroing fresh outputs).
 2. The overhead of step() on the demo's 1-D CNN as a share of one training epoch
    (4000 random sequences of length 40, batch 100, Adam).
 
@@ -100,11 +101,13 @@ def bench_resnet(repeats: int, thread_counts: list[int]) -> None:
             "outside": ([], outside, quiet),
             "inside": ([], inside, pending),
         }
+        meters = {where: bandwidth.KernelTime() for where in rows}
         probes = [bandwidth.bandwidth_gbs(threads)]
         for _ in range(repeats):
-            for times, _, sched in rows.values():
+            for where, (times, _, sched) in rows.items():
                 train()
-                times.append(median_ms(sched.step, 1))
+                with meters[where].measure():
+                    times.append(median_ms(sched.step, 1))
                 probes.append(bandwidth.probe_gbs(threads))  # interleaved: the load hits both alike
         assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
         gbs = max(probes)  # the machine's bandwidth: the fastest probe of this run
@@ -114,6 +117,9 @@ def bench_resnet(repeats: int, thread_counts: list[int]) -> None:
             bound = moved / (gbs * 1e9) * 1e3
             print(f"    step() {where} a window: median {statistics.median(times):.1f} ms, bound {bound:.1f} ms: "
                   f"{statistics.median(times) / bound:.2f}x (fastest step {min(times) / bound:.2f}x)")
+            k = meters[where].summary()
+            print(f"      of which system time {k['system_ms_median']:.1f} ms, {k['faults_median']:.0f} page faults "
+                  f"(medians; means {k['system_ms_mean']:.1f} ms, {k['faults_mean']:.0f})")
 
 
 def bench_demo_share(repeats: int) -> None:
