@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 
 import pytest
@@ -167,7 +168,7 @@ def test_aligned_parts_are_views_of_one_block_each_on_64_bytes() -> None:
     bases = {id(p.base) for p in parts}
     assert len(bases) == 1  # one allocation: freed when the last view is
     filled = [p for p in parts if p.size]  # (an empty view may point anywhere in the block)
-    assert all(a.ctypes.data + 8 * a.size <= b.ctypes.data for a, b in zip(filled, filled[1:]))  # no overlap
+    assert all(a.ctypes.data + 8 * a.size <= b.ctypes.data for a, b in itertools.pairwise(filled))  # no overlap
 
 
 @pytest.mark.parametrize("with_numba", [True, False])
@@ -184,5 +185,5 @@ def test_many_capsules_are_read_as_one_by_one_and_a_bad_one_is_named(
     capsules = [a.__dlpack__() for a in arrays]
     assert fused.dlpack_buffers(capsules) == [fused.dlpack_buffer(c) for c in capsules]
     assert fused.dlpack_buffers([]) == []
-    with pytest.raises(ValueError, match="capsule 1: .* is not an unconsumed 'dltensor'"):
+    with pytest.raises(ValueError, match=r"capsule 1: .* is not an unconsumed 'dltensor'"):
         fused.dlpack_buffers([capsules[0], object()])
