@@ -128,6 +128,12 @@ class KernelTime:
                 "system_ms_mean": statistics.mean(self.system_ms),
                 "faults_median": statistics.median(self.faults), "faults_mean": statistics.mean(self.faults)}
 
+    @staticmethod
+    def describe(summary: dict[str, float]) -> str:
+        """One report line's words for a :meth:`summary` (which may come back from a worker process as JSON)."""
+        return (f"system time {summary['system_ms_median']:.1f} ms, {summary['faults_median']:.0f} page faults "
+                f"(medians; means {summary['system_ms_mean']:.1f} ms, {summary['faults_mean']:.0f})")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

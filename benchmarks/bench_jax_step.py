@@ -141,25 +141,24 @@ def benchmark(threads: int, repeats: int) -> dict[str, Any]:
     outside, outside_next = run_until({"threshold": 1e-12, "max_threshold": 1e-12}, False)
     inside, inside_next = run_until({"threshold": 45.0, "max_threshold": 90.0}, True)
 
-    meters = {"outside": KernelTime(), "inside": KernelTime()}
-
     def once(state: Any, nxt: list[Any], window: bool) -> float:
-        with meters["inside" if window else "outside"].measure():
-            start = time.perf_counter()
-            out, new_state, decision = autodrop_jax.update(state, nxt)
-            jax.block_until_ready((out, jax.tree.leaves(new_state.snapshot), jax.tree.leaves(new_state.average)))
-            elapsed = time.perf_counter() - start
+        start = time.perf_counter()
+        out, new_state, decision = autodrop_jax.update(state, nxt)
+        jax.block_until_ready((out, jax.tree.leaves(new_state.snapshot), jax.tree.leaves(new_state.average)))
+        elapsed = time.perf_counter() - start
         assert (decision.average_weight is not None and not decision.apply_average) == window
         return elapsed
 
     for _ in range(3):  # compile and warm up both
         once(outside, outside_next, False)
         once(inside, inside_next, True)
-    meters = {"outside": KernelTime(), "inside": KernelTime()}  # the timed calls only
     times: dict[str, list[float]] = {"outside": [], "inside": []}
+    meters = {"outside": KernelTime(), "inside": KernelTime()}
     for _ in range(repeats):
-        times["outside"].append(once(outside, outside_next, False))
-        times["inside"].append(once(inside, inside_next, True))
+        with meters["outside"].measure():
+            times["outside"].append(once(outside, outside_next, False))
+        with meters["inside"].measure():
+            times["inside"].append(once(inside, inside_next, True))
     outside_ms = 1e3 * statistics.median(times["outside"])
     inside_ms = 1e3 * statistics.median(times["inside"])
     bound_out = bound_ms(OUTSIDE_BYTES * n_params, threads)
@@ -215,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(_child(args.child, args.x64, args.repeats, args.xla)))
         return 0
+    sys.path.insert(0, str(HERE))
+    from bandwidth import KernelTime  # next to this file
+
     results = []
     for threads in args.threads:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(threads), "--repeats", str(args.repeats)]
@@ -235,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         for where in ("outside", "inside"):
             print(f"  {where:>7} a window: update {r[where + '_ms']:8.2f} ms (quartiles {r[where + '_ms_quartiles']}), "
                   f"bound {r[where + '_bound_ms']:7.2f} ms, ratio {r[where + '_ratio']:.2f}")
-            k = r["kernel"][where]
-            print(f"           of which system time {k['system_ms_median']:.1f} ms, "
-                  f"{k['faults_median']:.0f} page faults (medians; means {k['system_ms_mean']:.1f} ms, "
-                  f"{k['faults_mean']:.0f})")
+            print(f"           of which {KernelTime.describe(r['kernel'][where])}")
         if "angle_error_deg" in r:
             print(f"  float32 angle error vs the float64 reference: at most {r['angle_error_deg']:.3g} deg")
     return 0

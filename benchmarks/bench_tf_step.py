@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print("RESULT " + json.dumps(worker(args.threads[0], args.repeats, args.adapter)))
         return 0
+    sys.path.insert(0, str(HERE))
+    from bandwidth import KernelTime  # next to this file
+
     rows = []
     for threads in args.threads:
         done = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--repeats",
@@ -232,11 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['probe']}")
     for r in rows:
-        shares = [f"{where}: {k['system_ms_median']:.1f} ms system time and {k['faults_median']:.0f} page faults "
-                  f"per call (means {k['system_ms_mean']:.1f} ms, {k['faults_mean']:.0f})"
-                  for where, k in r["kernel"].items()]
-        print(f"{r['threads']} thread(s), the operating system's share (page faults zero fresh memory; not in the "
-              "bound): " + "; ".join(shares))
+        shares = [f"{where}: {KernelTime.describe(k)}" for where, k in r["kernel"].items()]
+        print(f"{r['threads']} thread(s), the operating system's share per call (page faults zero fresh memory; "
+              "not in the bound): " + "; ".join(shares))
     print(f"angle error vs fsum: {first['angle_error']:.1e} deg (float64 reductions); "
           f"{first['float32_angle_error']:.1e} deg with float32 tensordots (not used)")
     return 0

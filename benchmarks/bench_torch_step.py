@@ -117,9 +117,7 @@ def bench_resnet(repeats: int, thread_counts: list[int]) -> None:
             bound = moved / (gbs * 1e9) * 1e3
             print(f"    step() {where} a window: median {statistics.median(times):.1f} ms, bound {bound:.1f} ms: "
                   f"{statistics.median(times) / bound:.2f}x (fastest step {min(times) / bound:.2f}x)")
-            k = meters[where].summary()
-            print(f"      of which system time {k['system_ms_median']:.1f} ms, {k['faults_median']:.0f} page faults "
-                  f"(medians; means {k['system_ms_mean']:.1f} ms, {k['faults_mean']:.0f})")
+            print(f"      of which {bandwidth.KernelTime.describe(meters[where].summary())}")
 
 
 def bench_demo_share(repeats: int) -> None:

@@ -73,9 +73,7 @@ def _capsule(tensor: Any) -> Any:
     if wait is not None:  # JAX dispatches asynchronously
         wait()
     try:
-        return tensor.__dlpack__()
-    except AttributeError:  # a TensorFlow variable: export a read of it, which shares its buffer
-        return tensor.read_value().__dlpack__()
+        return tensor.__dlpack__()  # (TensorFlow variables come in as reads: see values())
     except (RuntimeError, BufferError):  # torch refuses tensors that require grad: export their data
         return tensor.detach().__dlpack__()
 

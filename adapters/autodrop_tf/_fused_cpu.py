@@ -16,7 +16,7 @@ alive (its DLPack capsule) until the pass has returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -43,12 +43,6 @@ def _buffers(tensors: Sequence[tf.Tensor], keep: list[Any]) -> list[fused.Buffer
         if not buffer.dense:
             raise RuntimeError(f"a tensor of shape {t.shape} is not dense and row-major")
     return buffers
-
-
-def _address(tensor: tf.Tensor, keep: list[Any]) -> tuple[int, int, str | None]:
-    """The address, element count and dtype of a CPU tensor (its capsule goes into ``keep``)."""
-    buffer = _buffers([tensor], keep)[0]
-    return buffer.address, buffer.elements, buffer.dtype
 
 
 def _threads() -> int:
@@ -98,7 +92,7 @@ def reduce_buffers(
     rows, sizes, dtypes = [], [], []
     n = len(xs)
     found = _buffers([*xs, *snaps, *heads, *bases], keep)  # every header in one call
-    w_found = None
+    w_found: Iterator[fused.Buffer] = iter(())
     if averages is not None:
         if [len(group) for group in averages] != [len(c) for c in chunks]:
             raise RuntimeError(f"the running average is in {[len(g) for g in averages]} chunks per variable, "
@@ -120,7 +114,7 @@ def reduce_buffers(
             new_average[i] = fused.aligned_parts(chunks[i])
         for j, length in enumerate(chunks[i]):
             average = out = 0
-            if averages is not None and w_found is not None:
+            if averages is not None:
                 chunk_w = averages[i][j]
                 w_buffer = next(w_found)
                 average = w_buffer.address

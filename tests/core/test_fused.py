@@ -15,12 +15,14 @@ from autodrop_core import fused  # noqa: E402
 needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
 
 
+@needs_numba  # the headers are read by a compiled reader
 def test_a_dense_array_is_read_in_place_with_its_count_and_dtype() -> None:
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     buffer = fused.dlpack_buffer(a.__dlpack__())
     assert buffer == fused.Buffer(a.ctypes.data, 12, "float32", True)
 
 
+@needs_numba  # the headers are read by a compiled reader
 def test_a_strided_view_is_reported_as_not_dense_and_an_int_array_as_no_float_dtype() -> None:
     a = np.zeros((4, 6), dtype=np.float64)
     assert not fused.dlpack_buffer(a[:, ::2].__dlpack__()).dense
@@ -29,6 +31,7 @@ def test_a_strided_view_is_reported_as_not_dense_and_an_int_array_as_no_float_dt
     assert fused.dlpack_buffer(np.zeros(3, dtype=np.int32).__dlpack__()).dtype is None
 
 
+@needs_numba  # the headers are read by a compiled reader
 def test_a_consumed_or_foreign_capsule_is_refused_naming_it() -> None:
     capsule = np.zeros(3).__dlpack__()
     np.from_dlpack(type("Once", (), {"__dlpack__": lambda self, **kw: capsule,
@@ -171,19 +174,17 @@ def test_aligned_parts_are_views_of_one_block_each_on_64_bytes() -> None:
     assert all(a.ctypes.data + 8 * a.size <= b.ctypes.data for a, b in itertools.pairwise(filled))  # no overlap
 
 
-@pytest.mark.parametrize("with_numba", [True, False])
-def test_many_capsules_are_read_as_one_by_one_and_a_bad_one_is_named(
-    with_numba: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if with_numba and importlib.util.find_spec("numba") is None:
-        pytest.skip("numba not installed")
-    if not with_numba:
-        monkeypatch.setattr(fused, "available", lambda: False)
-        monkeypatch.setattr(fused, "_kernels", None)
+@needs_numba
+def test_many_capsules_are_read_in_one_call_in_order_and_a_bad_one_is_named() -> None:
     arrays = [np.ones((4, 3, 3), np.float32), np.zeros((4, 6))[:, ::2], np.zeros(3, np.int32),
-              np.zeros((2, 3, 4))[1:], np.zeros(()), np.zeros((0, 5), np.float32)]
-    capsules = [a.__dlpack__() for a in arrays]
-    assert fused.dlpack_buffers(capsules) == [fused.dlpack_buffer(c) for c in capsules]
+              np.zeros((2, 3, 4))[1:], np.zeros(())]
+    empty = np.zeros((0, 5), np.float32)
+    capsules = [a.__dlpack__() for a in [*arrays, empty]]
+    names = {"float32": "float32", "float64": "float64"}
+    *found, found_empty = fused.dlpack_buffers(capsules)
+    assert found == [fused.Buffer(a.ctypes.data, a.size, names.get(a.dtype.name), a.flags.c_contiguous)
+                     for a in arrays]
+    assert found_empty[:3] == (empty.ctypes.data, 0, "float32")  # (whether numpy's strides read as dense: either)
     assert fused.dlpack_buffers([]) == []
     with pytest.raises(ValueError, match=r"capsule 1: .* is not an unconsumed 'dltensor'"):
         fused.dlpack_buffers([capsules[0], object()])

@@ -63,7 +63,7 @@ def test_the_average_formed_in_the_pass_rounds_as_the_reference_bit_for_bit(
     _, _, new_average = _fused_cpu.reduce_buffers(x_t, x_t, x_t, x_t, chunks, (w_chunks, weight))
     assert new_average is not None
     assert all(int(t.__dlpack_device__()[0]) == 1 for group in new_average for t in group)
-    addresses = [_fused_cpu._address(t, [])[0] for group in new_average for t in group]
+    addresses = [buffer.address for buffer in _fused_cpu._buffers([t for g in new_average for t in g], [])]
     assert all(a % 64 == 0 for a in addresses)  # as TF needs
     assert addresses == [part.ctypes.data for part in parts]  # adopted without a copy, a variable's chunks in one block
     for x, w, got in zip(xs, averages, new_average, strict=True):
