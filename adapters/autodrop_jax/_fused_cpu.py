@@ -33,6 +33,7 @@ every array alive until the pass has returned.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,11 +57,24 @@ ALIGNMENT = 64
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
 
+#: Verdicts of :func:`_on_one_cpu` by sharding, keyed by ``id`` (each sharding is held here, so
+#: its id cannot be reused): a model's leaves share a few sharding objects.
+_ONE_CPU_VERDICTS: dict[int, tuple[Any, bool]] = {}
+
+
 def _on_one_cpu(x: Any) -> bool:
     if not isinstance(x, jax.Array):
         return False
-    devices = x.sharding.device_set
-    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+    sharding = x.sharding
+    known = _ONE_CPU_VERDICTS.get(id(sharding))
+    if known is not None and known[0] is sharding:
+        return known[1]
+    devices = sharding.device_set
+    verdict = len(devices) == 1 and next(iter(devices)).platform == "cpu"
+    if len(_ONE_CPU_VERDICTS) >= 64:
+        _ONE_CPU_VERDICTS.clear()
+    _ONE_CPU_VERDICTS[id(sharding)] = (sharding, verdict)
+    return verdict
 
 
 def _row_major(x: jax.Array) -> bool:
@@ -85,7 +99,7 @@ def eligible(*groups: Sequence[Any] | None) -> bool:
     xs = groups[0]
     if not any(getattr(x, "size", 0) >= MIN_NUMEL for x in xs):
         return False
-    if not all(_on_one_cpu(x) and np.dtype(x.dtype) in _DTYPES and _row_major(x) for x in xs):
+    if not all(_on_one_cpu(x) and x.dtype in _DTYPES and _row_major(x) for x in xs):
         return False
     for group in groups[1:]:
         if group is None:
@@ -121,34 +135,95 @@ def _threads() -> int:
     return fused.host_threads()
 
 
-def _empty(counts: Sequence[int], dtypes: Sequence[np.dtype]) -> list[np.ndarray]:
+def _empty(counts: Sequence[int], dtypes: Sequence[np.dtype]) -> tuple[list[np.ndarray], list[int]]:
     """Fresh 1-d numpy arrays of these element counts and dtypes, each starting on an :data:`ALIGNMENT` boundary.
 
-    One allocation per leaf: the memory allocator hands the buffers of earlier epochs'
+    Returns the arrays and the addresses of their first elements (0 for an empty one). One
+    allocation per leaf: the memory allocator hands the buffers of earlier epochs'
     freed states back without new page faults (one allocation for all leaves, larger
     than glibc's largest heap chunk, would be mapped and faulted in afresh every epoch:
     25% slower on the ResNet-18 shapes, even with huge pages).
     """
-    return [fused.aligned_empty(count, dtype.name) for count, dtype in zip(counts, dtypes, strict=True)]
+    arrays, addresses = [], []
+    for count, dtype in zip(counts, dtypes, strict=True):
+        array, address = fused.aligned_empty_at(count, dtype.name)
+        arrays.append(array)
+        addresses.append(address if count else 0)
+    return arrays, addresses
 
 
 def _adopt(arrays: Sequence[np.ndarray], like: Sequence[jax.Array]) -> list[jax.Array]:
-    """The numpy outputs as JAX arrays on the CPU device of ``like``, shaped like it, in one call.
+    """The numpy outputs as JAX arrays on the CPU device of ``like``, shaped like it, without a copy.
 
-    ``jax.device_put`` of aligned numpy arrays to a CPU device aliases their buffers (no
-    copy; the arrays stay alive with the JAX ones), and one call for all leaves costs
-    about two thirds of one ``jax.dlpack.from_dlpack`` per leaf. Where a jaxlib copied
-    instead, the result would only be slower, never different.
+    A CPU device adopts an aligned numpy buffer (the JAX array keeps the numpy one
+    alive). ``jax.device_put`` does so at about 35 microseconds a leaf, most of it
+    Python-side argument handling; :func:`_direct_adopter` does the same transfer at
+    about 7. Where that route is missing or fails its check, ``jax.device_put`` of the
+    whole list is used. Where a jaxlib copied instead of aliasing, the result would only
+    be slower, never different.
     """
     if not arrays:
         return []
     device = next(iter(like[0].sharding.device_set))
-    return list(jax.device_put([a.reshape(x.shape) for a, x in zip(arrays, like, strict=True)], device))
+    shaped = [a.reshape(x.shape) for a, x in zip(arrays, like, strict=True)]
+    direct = _direct_adopter(device)
+    if direct is not None:
+        return [direct(a) for a in shaped]
+    return list(jax.device_put(shaped, device))
+
+
+@functools.cache
+def _direct_adopter(device: Any) -> Any:
+    """A one-array transfer to ``device`` by jaxlib's ``batched_device_put`` (the call ``jax.device_put`` ends in).
+
+    It is reached through ``jax._src`` (not public API): None (use ``jax.device_put``)
+    where the names are missing, else :func:`_checked_adopter`'s verdict on it.
+    """
+    try:
+        from jax._src import core as jax_core
+        from jax._src.lib import xla_client
+
+        return _checked_adopter(device, xla_client.batched_device_put, jax_core.ShapedArray)
+    except Exception:  # any failure means: use the public route
+        return None
+
+
+def _checked_adopter(device: Any, put: Any, shaped_array: Any) -> Any:
+    """``put`` as a one-array transfer, if it passes a check on this jaxlib; else None.
+
+    The check: the transfer of a small aligned array must be a committed JAX array with
+    the same type, shape, dtype, sharding and values as ``jax.device_put``'s, and must
+    not raise. Only float32/float64 arrays whose dtype JAX keeps under the current x64
+    setting are passed to ``put``; any other goes through ``jax.device_put``.
+    """
+    sharding = jax.sharding.SingleDeviceSharding(device)
+
+    avals: dict[tuple[tuple[int, ...], np.dtype], Any] = {}
+
+    def direct(a: np.ndarray) -> jax.Array:
+        if a.dtype not in _DTYPES or jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype:
+            return jax.device_put(a, device)
+        key = (a.shape, a.dtype)
+        aval = avals.get(key)
+        if aval is None:  # a model has a few shapes: each abstract value is made once
+            aval = avals[key] = shaped_array(a.shape, a.dtype)
+        return put(aval, sharding, [a], [device], True)
+
+    try:
+        probe = fused.aligned_empty(48, "float32").reshape(3, 16)
+        probe[...] = np.arange(48, dtype=np.float32).reshape(3, 16)
+        got, want = direct(probe), jax.device_put(probe, device)
+        same = (type(got) is type(want) and got.shape == want.shape and got.dtype == want.dtype
+                and got.sharding == want.sharding and bool(getattr(got, "committed", getattr(got, "_committed", True)))
+                and not got.weak_type and np.array_equal(np.asarray(got), probe))
+    except Exception:  # any failure means: use the public route
+        return None
+    return direct if same else None
 
 
 def _address(what: str, name: str, x: jax.Array, buffer: jax.Array, dtype: np.dtype) -> int:
     """The buffer's address, after checking that it holds ``x.size`` elements of ``dtype``."""
-    if np.dtype(buffer.dtype) != dtype or buffer.size != x.size:
+    if buffer.dtype != dtype or (buffer.shape != x.shape and buffer.size != x.size):
         raise RuntimeError(f"params{name}: its {what} is {np.dtype(buffer.dtype)}{list(buffer.shape)}, "
                            f"expected {dtype}{list(x.shape)}: refused before any read")
     nbytes = buffer.on_device_size_in_bytes()
@@ -214,12 +289,10 @@ def reduce_epoch(
     dtypes = [np.dtype(x.dtype) for x in params]
     counts = [int(x.size) for x in params]
     average_dtype = f32 if absorb_pair is not None else f64
-    copies_out: list[Any] = _empty(counts, dtypes) if copying else [None] * n
-    averages_out: list[Any] = _empty(counts, [average_dtype] * n) if averages_in is not None else [None] * n
-    averages_lo_out: list[Any] = _empty(counts, [f32] * n) if averages_lo_in is not None else [None] * n
-
-    def data(out: np.ndarray | None, size: int) -> int:
-        return 0 if out is None or not size else int(out.ctypes.data)
+    none: tuple[list[Any], list[int]] = ([None] * n, [0] * n)
+    copies_out, copies_at = _empty(counts, dtypes) if copying else none
+    averages_out, averages_at = _empty(counts, [average_dtype] * n) if averages_in is not None else none
+    averages_lo_out, averages_lo_at = _empty(counts, [f32] * n) if averages_lo_in is not None else none
 
     rows = []
     for i, (x, name, dtype) in enumerate(zip(params, names, dtypes, strict=True)):
@@ -234,8 +307,8 @@ def reduce_epoch(
             "running average", name, x, averages_in[i], average_dtype)
         average_lo_address = 0 if averages_lo_in is None else _address(
             "running average's low half", name, x, averages_lo_in[i], f32)
-        rows.append((x_address, snap, head_address, base_address, data(copies_out[i], x.size), average_address,
-                     data(averages_out[i], x.size), average_lo_address, data(averages_lo_out[i], x.size)))
+        rows.append((x_address, snap, head_address, base_address, copies_at[i], average_address,
+                     averages_at[i], average_lo_address, averages_lo_at[i]))
     pair_weight = None
     if absorb_pair is not None:
         c_hi, c_lo = (float(np.float32(np.asarray(c))) for c in absorb_pair[2])

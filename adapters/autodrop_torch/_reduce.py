@@ -125,6 +125,22 @@ def _torch_step(
     return copy, None if out is None else out.view(copy.shape), pairs
 
 
+def _device_of(pair: Tensor | tuple[float, float]) -> torch.device:
+    return pair.device if isinstance(pair, Tensor) else torch.device("cpu")
+
+
+def _stacked(pairs: list[Tensor | tuple[float, float]], acc_dtype: torch.dtype) -> Tensor:
+    """The (dot, sq) partials as one (n, 2) tensor in order: the fused pass's host floats in one call.
+
+    The same values as stacking one tensor per pair, so the same sum.
+    """
+    if all(not isinstance(pair, Tensor) for pair in pairs):
+        return torch.tensor(pairs, dtype=acc_dtype)
+    device = next(pair.device for pair in pairs if isinstance(pair, Tensor))
+    return torch.stack([pair if isinstance(pair, Tensor) else torch.tensor(pair, dtype=acc_dtype, device=device)
+                        for pair in pairs])
+
+
 def reduce_steps(
     params: Sequence[Tensor],
     snapshots: Sequence[Tensor],
@@ -154,7 +170,7 @@ def reduce_steps(
     """
     copies: list[Tensor] = []
     averages: list[Tensor | None] = []
-    partials: dict[tuple[Any, ...], list[Tensor]] = {}
+    partials: dict[tuple[Any, ...], list[Tensor | tuple[float, float]]] = {}
     with torch.no_grad():
         locals_ = [local_tensor(p) for p in params]
         absorbs: list[tuple[Tensor | None, float] | None] = (
@@ -177,14 +193,16 @@ def reduce_steps(
         fused = _fused_cpu.run_many(jobs)
         for i, (param, x) in enumerate(zip(params, locals_, strict=True)):
             snapshot = snapshots[i]
+            pairs: list[Tensor | tuple[float, float]]
             try:
                 if i in fused:
                     copy, average, dot, sq = fused[i]
-                    pairs = [torch.tensor((dot, sq), dtype=acc_dtype)]
+                    pairs = [(dot, sq)]  # host floats: made a tensor with the others of its group, below
                 else:
-                    copy, average, pairs = _torch_step(
+                    copy, average, torch_pairs = _torch_step(
                         x, snapshot, heads[i], bases[i], acc_dtype, snapshot.device, absorbs[i]
                     )
+                    pairs = list(torch_pairs)
             except torch.OutOfMemoryError:
                 raise  # keep its type: callers catch it to retry with less memory
             except RuntimeError as err:
@@ -194,7 +212,8 @@ def reduce_steps(
                     f"{x.dtype}, {x.device}): {err}"
                 ) from err
             if partials:  # model parallel across devices: gather the partials on the first
-                pairs = [pair.to(next(iter(partials.values()))[0].device) for pair in pairs]
+                pairs = [pair.to(_device_of(next(iter(partials.values()))[0])) if isinstance(pair, Tensor) else pair
+                         for pair in pairs]
             partials.setdefault(_shard_groups(param), []).extend(pairs)
             copies.append(copy)
             averages.append(average)
@@ -202,7 +221,7 @@ def reduce_steps(
             return 0.0, 0.0, copies, averages
         totals = []
         for groups, pairs in partials.items():
-            total = torch.stack(pairs).sum(dim=0)
+            total = _stacked(pairs, acc_dtype).sum(dim=0)
             for group in groups:
                 torch.distributed.all_reduce(total, group=group)
             totals.append(total)

@@ -188,3 +188,71 @@ def test_many_capsules_are_read_in_one_call_in_order_and_a_bad_one_is_named() ->
     assert fused.dlpack_buffers([]) == []
     with pytest.raises(ValueError, match=r"capsule 1: .* is not an unconsumed 'dltensor'"):
         fused.dlpack_buffers([capsules[0], object()])
+
+
+def _guarded(count: int, dtype: type, skip: int) -> tuple[np.ndarray, np.ndarray]:
+    """An output of ``count`` elements starting ``skip`` elements past a 64-byte boundary, inside a guard of NaNs."""
+    room = fused.aligned_empty(count + skip + 16, np.dtype(dtype).name)
+    room[:] = np.nan
+    return room, room[skip:skip + count]
+
+
+@needs_numba
+@pytest.mark.parametrize("skip", range(9))
+def test_streamed_outputs_at_any_alignment_hold_exactly_their_values_and_nothing_around_them_changes(
+    skip: int,
+) -> None:
+    rng = np.random.default_rng(skip)
+    sizes = (0, 1, 7, 8, 9, 4096 + 3, 3 * 4096)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    snaps = [(x + 1e-3 * rng.standard_normal(x.size)).astype(np.float32) for x in xs]
+    averages = [rng.standard_normal(n) for n in sizes]
+    his = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    los = [(1e-8 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
+    copies = [_guarded(n, np.float32, skip) for n in sizes]
+    outs = [_guarded(n, np.float64, skip) for n in sizes]
+    rows = [_row(x, s, s, s, c[1], w, o[1]) for x, s, c, w, o in zip(xs, snaps, copies, averages, outs)]
+    fused.reduce_pass("float32", rows, sizes, threads=2, copying=True, absorbing=True, weight=0.25,
+                      firsts=[False] * len(sizes))
+    out_hi = [_guarded(n, np.float32, skip) for n in sizes]
+    out_lo = [_guarded(n, np.float32, skip) for n in sizes]
+    pair_rows = [_row(x, s, s, s, None, hi, oh[1], lo, ol[1])
+                 for x, s, hi, lo, oh, ol in zip(xs, snaps, his, los, out_hi, out_lo)]
+    c_hi, c_lo = np.float32(0.3), np.float32(1e-9)
+    fused.reduce_pass("float32", pair_rows, sizes, threads=2, absorbing=True, firsts=[False] * len(sizes),
+                      pair_weight=(float(c_hi), float(c_lo)))
+    for i, x in enumerate(xs):
+        np.testing.assert_array_equal(copies[i][1], x)
+        np.testing.assert_array_equal(outs[i][1], averages[i] + (x.astype(np.float64) - averages[i]) * 0.25)
+        want_hi, want_lo = _pair_reference(x, his[i], los[i], c_hi, c_lo)
+        np.testing.assert_array_equal(out_hi[i][1], want_hi)
+        np.testing.assert_array_equal(out_lo[i][1], want_lo)
+        for room, _ in (copies[i], outs[i], out_hi[i], out_lo[i]):
+            outside = np.ones(room.size, dtype=bool)
+            outside[skip:skip + x.size] = False
+            assert np.isnan(room[outside]).all(), f"tensor {i}: a write outside the output"
+
+
+@needs_numba
+def test_the_kernels_with_and_without_streaming_stores_write_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    sizes = (fused.SPLIT + 11, 4095, 6)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    snaps = [(x + 1e-3 * rng.standard_normal(x.size)).astype(np.float32) for x in xs]
+    his = [(x + 1e-2 * rng.standard_normal(x.size)).astype(np.float32) for x in xs]
+    los = [(1e-9 * rng.standard_normal(x.size)).astype(np.float32) for x in xs]
+
+    def run() -> tuple[list[tuple[float, float]], list[np.ndarray]]:
+        outputs = [[np.empty_like(x) for x in xs] for _ in range(3)]
+        rows = [_row(x, s, s, s, c, hi, oh, lo, ol) for x, s, hi, lo, c, oh, ol in zip(xs, snaps, his, los, *outputs)]
+        sums = fused.reduce_pass("float32", rows, sizes, threads=3, copying=True, absorbing=True,
+                                 firsts=[False, True, False], pair_weight=(0.2, 3e-9))
+        return sums, [a for group in outputs for a in group]
+
+    streamed = run()
+    monkeypatch.setattr(fused, "STREAMING_STORES", False)
+    monkeypatch.setattr(fused, "_kernels", fused._build())
+    plain = run()
+    assert streamed[0] == plain[0]
+    for a, b in zip(streamed[1], plain[1], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -83,12 +83,15 @@ def test_a_buffer_of_another_size_or_dtype_is_refused_naming_the_leaf_before_any
             _fused_cpu.reduce_epoch(xs, xs, xs, None, ["[0]"], absorb=(xs, 0.5))
 
 
+@pytest.mark.parametrize("route", ["direct", "device_put"])
 def test_the_copies_and_averages_are_the_kernels_numpy_buffers_adopted_without_a_copy(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, route: str,
 ) -> None:
+    if route == "device_put":  # where jaxlib's direct transfer is missing or fails its check
+        monkeypatch.setattr(_fused_cpu, "_direct_adopter", lambda device: None)
     allocated: list[np.ndarray] = []
     real = _fused_cpu._empty
-    monkeypatch.setattr(_fused_cpu, "_empty", lambda *a: allocated.extend(out := real(*a)) or out)
+    monkeypatch.setattr(_fused_cpu, "_empty", lambda *a: allocated.extend((out := real(*a))[0]) or out)
     xs, snaps, heads, bases = _leaves(np.float32, False)
     with jax.enable_x64(True):
         x, s, h, b = ([jnp.asarray(a) for a in group] for group in (xs, snaps, heads, bases))
@@ -108,6 +111,27 @@ def test_the_copies_and_averages_are_the_kernels_numpy_buffers_adopted_without_a
             np.testing.assert_array_equal(np.asarray(copy), xs[i])
             want = np.asarray(w[i]) + (xs[i].astype(np.float64) - np.asarray(w[i])) * 0.25
             np.testing.assert_array_equal(np.asarray(average), want)  # two roundings, no fused multiply-add
+
+
+def test_jaxlibs_direct_transfer_passes_its_check_here_and_a_failing_or_wrong_one_is_not_used() -> None:
+    from jax._src import core as jax_core
+    from jax._src.lib import xla_client
+
+    device = jax.devices("cpu")[0]
+    assert _fused_cpu._direct_adopter(device) is not None  # the fast route is taken on the jaxlibs we test
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise TypeError("batched_device_put() takes other arguments now")
+
+    def copies_wrongly(aval: object, sharding: object, xs: list[np.ndarray], *rest: object) -> object:
+        return jax.device_put(xs[0] + 1, device)
+
+    def uncommitted(aval: object, sharding: object, xs: list[np.ndarray], devices: object, committed: bool) -> object:
+        return xla_client.batched_device_put(aval, sharding, xs, devices, False)
+
+    for put in (broken, copies_wrongly, uncommitted):
+        assert _fused_cpu._checked_adopter(device, put, jax_core.ShapedArray) is None, put.__name__
+    assert _fused_cpu._checked_adopter(device, xla_client.batched_device_put, jax_core.ShapedArray) is not None
 
 
 @pytest.mark.parametrize("weight", [2.0 / 3.0, 2.0 / 7.0, 0.5, 2.0 / 25.0])
