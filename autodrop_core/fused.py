@@ -19,6 +19,12 @@ all tensors are laid end to end and cut into one contiguous lane per thread with
 element counts; the partials are added afterwards in block order, so the sums are the
 same bits on 1 thread or 16. Accurate to about 1e-13 relative.
 
+On x86-64 the outputs are written with streaming (non-temporal) stores
+(:data:`STREAMING_STORES`): each block's copy is streamed from x while the block is in
+cache, each block's W' is formed in a per-lane scratch block and streamed out. A
+streaming store does not read the line it overwrites first, so an output costs its own
+bytes of memory traffic instead of twice them; the values are the same bits either way.
+
 This module must not decide anything, must not allocate or free the caller's memory,
 and must not be imported by ``autodrop_core`` itself (it needs numpy and numba, the
 ``torch-fast`` extra). The caller keeps every buffer alive for the call.
@@ -37,9 +43,8 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "BLOCK", "COLUMNS", "SPLIT", "STREAMING_STORES", "Buffer", "aligned_empty", "aligned_empty_at", "aligned_parts",
-    "available",
-    "dlpack_buffer", "dlpack_buffers", "host_threads", "launch_lock",
-    "plan", "pointer_to", "reduce_pass",
+    "available", "dlpack_buffer", "dlpack_buffers", "host_threads", "launch_lock", "plan", "pointer_to",
+    "reduce_pass",
 ]
 
 #: Elements per block: the unit of reassociation and of the lanes.
@@ -252,9 +257,11 @@ def _build() -> Any:
 
         On x86-64: plain stores up to the first 32-byte boundary of ``dst``, then 32-byte
         vectors stored with LLVM's ``!nontemporal`` hint (``movntps``/``movntpd``: the line
-        is not read before it is overwritten, a third less traffic than a plain store),
-        plain stores for the tail, and an ``sfence`` so that the stores are visible before
-        the pass returns. Elsewhere, plain stores only. The values are copied bit for bit.
+        is not read before it is overwritten, half the traffic of a plain store), plain
+        stores for the tail, and an ``sfence`` so that the stores are visible before the
+        pass returns. Elsewhere, plain stores only. The values are copied bit for bit.
+        ``dst`` must be aligned to its element size (every output is an adapter's own
+        numpy, torch or TensorFlow allocation), so that the head ends on the boundary.
         """
         width = item.bitwidth // 8
         lanes_per_vector = 32 // width

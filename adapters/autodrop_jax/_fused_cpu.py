@@ -10,7 +10,7 @@ two that s(t-1) is formed from) to the kernels every adapter shares
 
 * a fresh copy of x(t) (the candidate snapshot: the caller may donate its parameters
   later, so ours must not alias them), into numpy memory aligned to 64 bytes that JAX
-  then adopts through DLPack without a copy;
+  then adopts without a copy (:func:`_adopt`);
 * while a drop is pending (the weight c is known before the reductions), the new running
   average W' = W + c (x(t) - W). Under x64 W is float64 and W' has the numpy reference's
   two roundings (XLA:CPU contracts the same expression into a fused multiply-add, so W'
