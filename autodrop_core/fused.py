@@ -285,13 +285,12 @@ def _build() -> Any:
                         value = builder.load(builder.inttoptr(builder.add(source, offset), scalar.as_pointer()))
                         builder.store(value, builder.inttoptr(builder.add(target, offset), scalar.as_pointer()))
 
-                if not streaming:
+                if not streaming:  # the launches stream only where streaming; this keeps any CPU's code valid
                     copy_scalars(const(0), count)
                     return context.get_dummy_value()
-                # elements before dst's first 32-byte boundary (dst is element-aligned)
-                misaligned = builder.and_(builder.sub(const(0), target), const(31))
-                head = builder.select(builder.icmp_signed("<", builder.udiv(misaligned, const(width)), count),
-                                      builder.udiv(misaligned, const(width)), count)
+                # elements before dst's first 32-byte boundary (dst is element-aligned), at most count
+                to_boundary = builder.udiv(builder.and_(builder.sub(const(0), target), const(31)), const(width))
+                head = builder.select(builder.icmp_signed("<", to_boundary, count), to_boundary, count)
                 copy_scalars(const(0), head)
                 vectors = builder.udiv(builder.sub(count, head), const(lanes_per_vector))
                 hint = builder.module.add_metadata([llvm_ir.Constant(llvm_ir.IntType(32), 1)])
@@ -379,13 +378,13 @@ def _build() -> Any:
 
     as_f64 = pointer_to(types.float64)
     as_f32 = pointer_to(types.float32)
+    stream_f32 = stream_copy_intrinsic(types.float32)
+    stream_f64 = stream_copy_intrinsic(types.float64)
 
     def make_launch(item: Any) -> Any:
         as_item = pointer_to(item)
         absorb_pair = block_absorb_pair if item == types.float32 else no_pair
-        stream_item = stream_copy_intrinsic(item)
-        stream_f32 = stream_copy_intrinsic(types.float32)
-        stream_f64 = stream_copy_intrinsic(types.float64)
+        stream_item = stream_f32 if item == types.float32 else stream_f64
         item_bytes = item.bitwidth // 8
         block = BLOCK
 

@@ -59,8 +59,8 @@ def measure(threads: int, repeats: int) -> None:
     if not fused.STREAMING_STORES:
         print(f"{threads} thread(s): this CPU ({os.uname().machine}) takes plain stores only; nothing to compare")
         return
-    x, snapshot, base, hi, lo = (group() for _ in range(5))
-    lo_small = [(1e-8 * a).astype(np.float32) for a in lo]
+    x, snapshot, base, hi = (group() for _ in range(4))
+    lo = [(1e-8 * a).astype(np.float32) for a in group()]  # a low half is tiny next to its high half
     wide = group("float64")
     builds = {}
     for streaming in (False, True):
@@ -79,7 +79,7 @@ def measure(threads: int, repeats: int) -> None:
             return fused.reduce_pass("float32", rows, sizes, threads=threads, copying=True)
         if kind == "pair":
             rows = [(x[i].ctypes.data, snapshot[i].ctypes.data, snapshot[i].ctypes.data, base[i].ctypes.data,
-                     out[0][i].ctypes.data, hi[i].ctypes.data, out[1][i].ctypes.data, lo_small[i].ctypes.data,
+                     out[0][i].ctypes.data, hi[i].ctypes.data, out[1][i].ctypes.data, lo[i].ctypes.data,
                      out[2][i].ctypes.data) for i in range(n)]
             return fused.reduce_pass("float32", rows, sizes, threads=threads, copying=True, absorbing=True,
                                      firsts=[False] * n, pair_weight=(0.25, 1e-9))

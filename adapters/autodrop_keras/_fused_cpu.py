@@ -149,14 +149,16 @@ def reduce_buffers(
         if averages is not None and (averages[i].elements, averages[i].dtype, averages[i].dense) != (
                 x.elements, "float64", True):
             return None
-    fresh = [fused.aligned_empty(group[0].elements) for group in buffers] if averages is not None else None
-    copies = [fused.aligned_empty(group[0].elements, str(group[0].dtype)) for group in buffers] if copying else None
 
-    def data(arrays: list[Any] | None, i: int) -> int:
-        return 0 if arrays is None or not buffers[i][0].elements else int(arrays[i].ctypes.data)
+    def empty(dtypes: list[str]) -> tuple[list[Any], list[int]]:  # the arrays and their addresses (0: empty)
+        made = [fused.aligned_empty_at(group[0].elements, dtype) for group, dtype in zip(buffers, dtypes, strict=True)]
+        return [a for a, _ in made], [address if a.size else 0 for a, address in made]
 
-    rows = [(*(b.address for b in group), data(copies, i), 0 if averages is None else averages[i].address,
-             data(fresh, i)) for i, group in enumerate(buffers)]
+    none: tuple[list[Any] | None, list[int]] = (None, [0] * n)
+    fresh, fresh_at = empty(["float64"] * n) if averages is not None else none
+    copies, copies_at = empty([str(group[0].dtype) for group in buffers]) if copying else none
+    rows = [(*(b.address for b in group), copies_at[i], 0 if averages is None else averages[i].address,
+             fresh_at[i]) for i, group in enumerate(buffers)]
     out = fused.reduce_pass([str(group[0].dtype) for group in buffers], rows,
                             tuple(group[0].elements for group in buffers), threads=_threads(),
                             copying=copies is not None, absorbing=fresh is not None,
