@@ -115,11 +115,11 @@ def dlpack_buffers(capsules: Sequence[Any]) -> list[Buffer]:
         return []
     import numpy as np
 
-    pointers = np.empty(len(capsules), dtype=np.int64)
-    for i, capsule in enumerate(capsules):
-        if not _capsule_valid(capsule, b"dltensor"):
-            raise ValueError(f"capsule {i}: {capsule!r} is not an unconsumed 'dltensor' DLPack capsule")
-        pointers[i] = _capsule_pointer(capsule, b"dltensor")
+    try:  # PyCapsule_GetPointer checks the capsule's name (a consumed one is "used_dltensor")
+        pointers = np.array([_capsule_pointer(capsule, b"dltensor") for capsule in capsules], dtype=np.int64)
+    except (ValueError, TypeError, ctypes.ArgumentError):
+        bad = next(i for i, c in enumerate(capsules) if not _capsule_valid(c, b"dltensor"))
+        raise ValueError(f"capsule {bad}: {capsules[bad]!r} is not an unconsumed 'dltensor' DLPack capsule") from None
     table = _header_reader()(pointers)
     out = []
     for i, (address, count, device, code, bits, lanes, dense) in enumerate(table.tolist()):
@@ -567,8 +567,11 @@ def reduce_pass(
                          f"not float64 (tensor {dtypes.index('float64')})")
     flags = np.array(firsts if firsts is not None else [True] * len(sizes), dtype=np.bool_)
     table = np.zeros((len(sizes), len(COLUMNS)), dtype=np.int64)
-    for i, row in enumerate(addresses):
-        table[i, :len(row)] = row
+    if len(widths) == 1 and addresses:  # one conversion for the whole table, not one per row
+        table[:, :widths.pop()] = np.array(addresses, dtype=np.int64)
+    else:
+        for i, row in enumerate(addresses):
+            table[i, :len(row)] = row
     if pair:
         for i, n in enumerate(sizes):
             if n and not (table[i, 6] and table[i, 8] and (flags[i] or (table[i, 5] and table[i, 7]))):

@@ -55,6 +55,7 @@ MIN_NUMEL = 1 << 16
 ALIGNMENT = 64
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 #: Verdicts of :func:`_on_one_cpu` by sharding, keyed by ``id`` (each sharding is held here, so
@@ -77,12 +78,38 @@ def _on_one_cpu(x: Any) -> bool:
     return verdict
 
 
+#: ``tuple(range(ndim))`` by ndim: the row-major dimension order
+_ROW_MAJOR_ORDERS = [tuple(range(ndim)) for ndim in range(9)]
+
+
+#: :func:`_public_row_major`'s verdicts by jaxlib's layout object (hashable, compared by value:
+#: the dimension order and tiling), read as ``x._pjrt_layout``: 0.3 microseconds against 3
+#: for ``x.format`` (private, so only a cache: where it is missing, the public route decides)
+_LAYOUT_VERDICTS: dict[Any, bool] = {}
+
+
 def _row_major(x: jax.Array) -> bool:
     """Whether the array's buffer is dense and row-major (JAX's default layout)."""
+    try:
+        pjrt = x._pjrt_layout  # type: ignore[attr-defined]
+        known = _LAYOUT_VERDICTS.get(pjrt)
+    except Exception:  # missing, or not hashable: no cache
+        return _public_row_major(x)
+    if known is None:
+        known = _public_row_major(x)
+        if len(_LAYOUT_VERDICTS) < 64:
+            _LAYOUT_VERDICTS[pjrt] = known
+    return known
+
+
+def _public_row_major(x: jax.Array) -> bool:
     layout = getattr(getattr(x, "format", None), "layout", None)
-    return layout is None or not hasattr(layout, "major_to_minor") or (
-        tuple(layout.major_to_minor) == tuple(range(x.ndim)) and not tuple(getattr(layout, "tiling", ()) or ())
-    )
+    order = getattr(layout, "major_to_minor", None)
+    if order is None:
+        return True
+    ndim = len(x.shape)
+    wanted = _ROW_MAJOR_ORDERS[ndim] if ndim < len(_ROW_MAJOR_ORDERS) else tuple(range(ndim))
+    return tuple(order) == wanted and not tuple(getattr(layout, "tiling", ()) or ())
 
 
 def eligible(*groups: Sequence[Any] | None) -> bool:
@@ -146,7 +173,7 @@ def _empty(counts: Sequence[int], dtypes: Sequence[np.dtype]) -> tuple[list[np.n
     """
     arrays, addresses = [], []
     for count, dtype in zip(counts, dtypes, strict=True):
-        array, address = fused.aligned_empty_at(count, dtype.name)
+        array, address = fused.aligned_empty_at(count, _DTYPES[dtype])  # (``dtype.name`` costs 3 microseconds)
         arrays.append(array)
         addresses.append(address if count else 0)
     return arrays, addresses
@@ -201,7 +228,8 @@ def _checked_adopter(device: Any, put: Any, shaped_array: Any) -> Any:
     avals: dict[tuple[tuple[int, ...], np.dtype], Any] = {}
 
     def direct(a: np.ndarray) -> jax.Array:
-        if a.dtype not in _DTYPES or jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype:
+        # float32 is always kept; float64 only under x64 (else device_put narrows it)
+        if a.dtype != _F32 and (a.dtype != _F64 or jax.dtypes.canonicalize_dtype(_F64) != _F64):
             return jax.device_put(a, device)
         key = (a.shape, a.dtype)
         aval = avals.get(key)
@@ -221,16 +249,21 @@ def _checked_adopter(device: Any, put: Any, shaped_array: Any) -> Any:
     return direct if same else None
 
 
-def _address(what: str, name: str, x: jax.Array, buffer: jax.Array, dtype: np.dtype) -> int:
-    """The buffer's address, after checking that it holds ``x.size`` elements of ``dtype``."""
-    if buffer.dtype != dtype or (buffer.shape != x.shape and buffer.size != x.size):
-        raise RuntimeError(f"params{name}: its {what} is {np.dtype(buffer.dtype)}{list(buffer.shape)}, "
+def _address(what: str, names: Sequence[str], i: int, x: jax.Array, count: int, buffer: jax.Array,
+             dtype: np.dtype) -> int:
+    """The buffer's address, after checking that it holds ``count`` (x's size) elements of ``dtype``.
+
+    ``names[i]`` names the leaf in the errors (looked up only then).
+    """
+    if buffer.dtype != dtype or (buffer.shape != x.shape and buffer.size != count):
+        raise RuntimeError(f"params{names[i]}: its {what} is {np.dtype(buffer.dtype)}{list(buffer.shape)}, "
                            f"expected {dtype}{list(x.shape)}: refused before any read")
-    nbytes = buffer.on_device_size_in_bytes()
-    if nbytes < x.size * dtype.itemsize:
-        raise RuntimeError(f"params{name}: its {what} buffer holds {nbytes} bytes, fewer than "
-                           f"{x.size} x {dtype.itemsize}: refused before any read")
-    return int(buffer.unsafe_buffer_pointer()) if x.size else 0
+    # the same shape and dtype on one CPU device hold at least as many bytes: checked only for a reshaped buffer
+    nbytes = count * dtype.itemsize if buffer.shape == x.shape else buffer.on_device_size_in_bytes()
+    if nbytes < count * dtype.itemsize:
+        raise RuntimeError(f"params{names[i]}: its {what} buffer holds {nbytes} bytes, fewer than "
+                           f"{count} x {dtype.itemsize}: refused before any read")
+    return int(buffer.unsafe_buffer_pointer()) if count else 0
 
 
 @dataclass(frozen=True)
@@ -295,18 +328,18 @@ def reduce_epoch(
     averages_lo_out, averages_lo_at = _empty(counts, [f32] * n) if averages_lo_in is not None else none
 
     rows = []
-    for i, (x, name, dtype) in enumerate(zip(params, names, dtypes, strict=True)):
-        x_address = _address("value", name, x, x, dtype)
-        snap = _address("snapshot", name, x, snapshot[i], dtype)
+    for i, (x, count, dtype) in enumerate(zip(params, counts, dtypes, strict=True)):
+        x_address = _address("value", names, i, x, count, x, dtype)
+        snap = _address("snapshot", names, i, x, count, snapshot[i], dtype)
         if base is None:
             head_address = base_address = snap  # s(t-1) = x̂ - x̂ = 0 (NaN where x̂ is not finite)
         else:
-            base_address = _address("step base", name, x, base[i], dtype)
-            head_address = snap if head is None else _address("step head", name, x, head[i], dtype)
+            base_address = _address("step base", names, i, x, count, base[i], dtype)
+            head_address = snap if head is None else _address("step head", names, i, x, count, head[i], dtype)
         average_address = 0 if averages_in is None else _address(
-            "running average", name, x, averages_in[i], average_dtype)
+            "running average", names, i, x, count, averages_in[i], average_dtype)
         average_lo_address = 0 if averages_lo_in is None else _address(
-            "running average's low half", name, x, averages_lo_in[i], f32)
+            "running average's low half", names, i, x, count, averages_lo_in[i], f32)
         rows.append((x_address, snap, head_address, base_address, copies_at[i], average_address,
                      averages_at[i], average_lo_address, averages_lo_at[i]))
     pair_weight = None

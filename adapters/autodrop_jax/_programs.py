@@ -311,7 +311,10 @@ def placeholders(leaves: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
     never passed to a device program. Scalars rather than empty arrays because orbax
     refuses to save arrays of size zero.
     """
-    return [np.zeros((), np.dtype(x.dtype) if dtype is None else np.dtype(dtype)) for x in leaves]
+    if dtype is not None:
+        one = np.dtype(dtype)
+        return [np.zeros((), one) for _ in leaves]
+    return [np.zeros((), x.dtype) for x in leaves]
 
 
 def zeros_like_leaves(leaves: Sequence[jax.Array], dtype: np.dtype) -> Leaves:

@@ -134,12 +134,14 @@ def reduce_buffers(
         return None
     keep: list[Any] = []
     n = len(xs)
+    same_head = heads is snaps  # s(t-1) = x̂(t-1) - base: the snapshots are exported once
     try:
-        found = _export([*xs, *snaps, *heads, *bases], keep)
+        found = _export([*xs, *snaps, *(() if same_head else heads), *bases], keep)
         averages = _export(absorb[0], keep) if absorb is not None else None
     except (AttributeError, TypeError, ValueError, RuntimeError, BufferError):
         return None  # not exportable, or not in host memory
-    buffers = [[found[k * n + i] for k in range(4)] for i in range(n)]
+    columns = (0, 1, 1, 2) if same_head else (0, 1, 2, 3)  # where x, snapshot, head and base sit in ``found``
+    buffers = [[found[k * n + i] for k in columns] for i in range(n)]
     if not any(group[0].elements >= MIN_NUMEL for group in buffers):
         return None
     for i, group in enumerate(buffers):

@@ -33,7 +33,7 @@ from autodrop_core import (
     log_scalars,
 )
 from autodrop_core._history import check_history_size
-from autodrop_tf._ops import EpochOps, Layout, Plan
+from autodrop_tf._ops import EpochOps, Layout, Plan, _plain
 from autodrop_tf._variables import LrHandle, unwrap_variables
 
 __all__ = ["AutoDrop"]
@@ -70,8 +70,22 @@ def _set_lr(handle: LrHandle, lr: float) -> None:
 
 
 def _set_meta(meta: tf.Variable, encoded: bytes) -> None:
-    """Write the checkpointed JSON (a seam: the fault tests make it fail)."""
-    meta.assign(encoded)
+    """Write the checkpointed JSON (a seam: the fault tests make it fail).
+
+    Eagerly, a plain variable is written by its ``AssignVariableOp`` directly (half the
+    time of ``assign``'s Python wrapping).
+    """
+    if tf.executing_eagerly() and _plain(meta):
+        tf.raw_ops.AssignVariableOp(resource=meta.handle, value=tf.constant(encoded))
+    else:
+        meta.assign(encoded)
+
+
+def _read_meta(meta: tf.Variable) -> bytes:
+    """The checkpointed JSON as bytes (eagerly, by the variable's ``ReadVariableOp``: a quarter of ``numpy()``)."""
+    if tf.executing_eagerly() and _plain(meta):
+        return tf.raw_ops.ReadVariableOp(resource=meta.handle, dtype=tf.string).numpy()  # type: ignore[no-any-return]
+    return meta.numpy()  # type: ignore[no-any-return]
 
 
 def _one_lr(lrs: Sequence[float] | float | None, from_optimizer: float | None) -> tuple[float, ...]:
@@ -360,7 +374,7 @@ class AutoDrop(tf.Module):
         restore kept aside, are attached under their old names, filled, and moved into
         the new layout (its explicit step serves the next epoch end).
         """
-        raw = self.meta.numpy()
+        raw = _read_meta(self.meta)
         if raw == self._host.synced_meta:
             return
         try:

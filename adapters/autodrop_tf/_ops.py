@@ -157,6 +157,7 @@ class _Untracked:
     sizes: list[list[int]]
     extra_sizes: list[list[int]]
     graphs: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    fused_memo: dict[str, bool] = field(default_factory=dict)  # _fused_cpu.eligible's verdict on params
 
 
 @dataclass
@@ -398,7 +399,7 @@ class EpochOps(tf.Module):
                 the decision's weight is the same).
         """
         kind = self._prev_kind()
-        if kind in ("base", "head") and _fused_cpu.eligible(self._held.params):
+        if kind in ("base", "head") and _fused_cpu.eligible(self._held.params, self._held.fused_memo):
             absorbing = absorb_weight is not None and self.layout.average and bool(self.average)
             weight = absorb_weight if absorbing else None
             return _run_graph("reduction", self._reduce_fused, kind, weight)  # type: ignore[no-any-return]
@@ -416,12 +417,14 @@ class EpochOps(tf.Module):
             def read() -> tuple[Any, ...]:
                 xs = [_read(v) for v in held.params]
                 snaps = [_read(v) for v in snapshot]
-                heads = snaps if kind == "base" else [_read(v) for v in head]
+                heads = [_read(v) for v in head] if kind == "head" else []  # "base": the snapshots
                 averages = [[_read(c) for c in group] for group in average] if with_average else []
                 return xs, snaps, heads, [_read(v) for v in base], averages
 
             graphs[key] = read if tf.config.functions_run_eagerly() else _direct(tf.function(read), [])
         xs, snaps, heads, bases, averages = graphs[key]()
+        if kind == "base":
+            heads = snaps  # the same list: the pass reads those buffers once
         absorb = (averages, weight) if weight is not None else None
         dot, sq_norm, new_average = _fused_cpu.reduce_buffers(xs, snaps, heads, bases, self._held.sizes, absorb)
         as_read = {"step_base": list(bases)}

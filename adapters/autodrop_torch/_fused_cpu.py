@@ -45,14 +45,13 @@ def fits(x: Tensor, *others: Tensor) -> bool:
 
     Size is the caller's concern (see :data:`MIN_NUMEL`).
     """
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and x.is_contiguous()
-        and all(
-            o.device.type == "cpu" and o.shape == x.shape and o.dtype == x.dtype and o.is_contiguous() for o in others
-        )
-    )
+    if x.is_cuda or x.dtype not in _DTYPES or x.device.type != "cpu" or not x.is_contiguous():
+        return False
+    shape, dtype = x.shape, x.dtype
+    for o in others:
+        if o.dtype != dtype or o.shape != shape or o.device.type != "cpu" or not o.is_contiguous():
+            return False
+    return True
 
 
 def fits_average(x: Tensor, average: Tensor | None) -> bool:

@@ -50,6 +50,14 @@ def local_tensor(param: Tensor) -> Tensor:
     return param.detach()
 
 
+def local_shape(param: Tensor) -> torch.Size:
+    """The shape of :func:`local_tensor` (without its ``detach``)."""
+    dtensor = _dtensor_type()
+    if dtensor is not None and isinstance(param, dtensor):
+        return param.to_local().shape  # type: ignore[attr-defined, no-any-return]
+    return param.shape
+
+
 def _shard_groups(param: Tensor) -> tuple[Any, ...]:
     """The process groups over which this parameter's partial sums must be added.
 

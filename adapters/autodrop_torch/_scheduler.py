@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from autodrop_core import (
 from autodrop_core._history import check_history_size
 from autodrop_torch import _checkpoint
 from autodrop_torch._buffers import TrackedTensors
-from autodrop_torch._reduce import accumulation_dtype, local_tensor, reduce_steps
+from autodrop_torch._reduce import accumulation_dtype, local_shape, local_tensor, reduce_steps
 
 __all__ = ["PER_BATCH_PERIODS", "AutoDrop", "AutoDropUsageWarning"]
 
@@ -82,6 +82,28 @@ def _set_group_lr(group: dict[str, Any], lr: float) -> None:
     else:
         group["lr"] = lr
 
+
+
+class _Names(Sequence[str]):
+    """Each watched tensor's name for an error message, formed only when one is asked for.
+
+    With a model, naming a parameter walks ``model.named_parameters()``: naming them all
+    at every epoch end would cost a walk per parameter (milliseconds for a ResNet).
+    """
+
+    def __init__(self, name_of: Callable[[int], str], count: int) -> None:
+        self._name_of = name_of
+        self._count = count
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._name_of(i) for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(f"name index {index} out of range for {self._count} tensors")
+        return self._name_of(index % self._count)
+
+    def __len__(self) -> int:
+        return self._count
 
 class AutoDrop(LRScheduler):
     """Drops every group's learning rate when the direction of training saturates.
@@ -372,7 +394,7 @@ class AutoDrop(LRScheduler):
             absorb = (tracked.average if tracked.average is not None else [None] * len(tracked.params), weight)
         dot, sq_norm, copies, absorbed = reduce_steps(
             tracked.params, tracked.snapshots, tracked.heads, tracked.bases, self._acc_dtype,
-            names=[self._name(key, param) for key, param in zip(self._keys, tracked.params, strict=True)],
+            names=_Names(lambda i: self._name(self._keys[i], tracked.params[i]), len(tracked.params)),
             absorb=absorb,
         )
         try:
@@ -424,8 +446,9 @@ class AutoDrop(LRScheduler):
             )
         for n, (key, watched) in enumerate(zip(self._keys, self._tracked.params, strict=True)):
             g, i = key
-            where = f"param_groups[{g}]['params'][{i}]"
             params = groups[g]["params"]
+            if i >= len(params) or params[i] is not watched:
+                where = f"param_groups[{g}]['params'][{i}]"
             if i >= len(params):
                 raise ValueError(
                     f"AutoDrop watches {where}, which the optimizer no longer holds (a parameter was removed); "
@@ -437,11 +460,11 @@ class AutoDrop(LRScheduler):
                     "AutoDrop would go on averaging the old tensor; put the original tensor back (update it in "
                     "place, e.g. with torch.no_grad(): p.copy_(new)) or build a new AutoDrop scheduler"
                 )
-            shape = tuple(local_tensor(watched).shape)
-            if shape != tuple(self._tracked.snapshots[n].shape):
+            shape = local_shape(watched)
+            if shape != self._tracked.snapshots[n].shape:
                 raise ValueError(
                     f"{self._name(key, watched)} changed shape from {tuple(self._tracked.snapshots[n].shape)} "
-                    f"to {shape}; build a new AutoDrop scheduler for the new shapes"
+                    f"to {tuple(shape)}; build a new AutoDrop scheduler for the new shapes"
                 )
 
     def _check_param(self, key: Key, param: Tensor) -> None:

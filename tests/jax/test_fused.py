@@ -285,3 +285,15 @@ print("ok")
 
 def test_a_sharded_model_keeps_the_xla_path(run_python) -> None:
     assert run_python(SHARDED, devices=2).strip().endswith("ok")
+
+
+def test_a_buffer_of_another_dtype_is_refused_by_the_leafs_key_path_before_any_read() -> None:
+    from autodrop_jax._api import _LeafNames
+
+    params = {"dense": {"w": jnp.ones((4, 8), jnp.float32)}, "out": jnp.ones(8, jnp.float32)}
+    leaves = jax.tree.leaves(params)
+    snapshot = [leaves[0], jnp.ones(8, jnp.int32)]  # the second leaf's snapshot has the wrong dtype
+    names = _LeafNames(params)
+    with pytest.raises(RuntimeError, match=r"params\['out'\]: its snapshot is int32\[8\], expected float32\[8\]"):
+        _fused_cpu.reduce_epoch(leaves, snapshot, None, None, names)
+    assert list(names) == ["['dense']['w']", "['out']"] and len(names) == 2

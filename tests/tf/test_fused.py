@@ -38,12 +38,25 @@ def test_the_numba_reduction_is_float64_exact_to_1e_13(dtype: type, head_is_snap
     heads = snaps if head_is_snapshot else [(x + 1e-3 * rng.standard_normal(x.shape)).astype(dtype) for x in xs]
     bases = [(x + 1e-3 * rng.standard_normal(x.shape)).astype(dtype) for x in xs]
     as_tensors = [[tf.constant(a) for a in group] for group in (xs, snaps, heads, bases)]
+    if head_is_snapshot:
+        as_tensors[2] = as_tensors[1]  # the same list, as the adapter passes it: its buffers are read once
     chunks = [chunk_sizes(x.size) for x in xs]
     dot, sq, new_average = _fused_cpu.reduce_buffers(*as_tensors, chunks)
     exact_dot, exact_sq = _exact(xs, snaps, heads, bases)
     assert dot == pytest.approx(exact_dot, rel=1e-13, abs=0.0)
     assert sq == pytest.approx(exact_sq, rel=1e-13, abs=0.0)
     assert new_average is None
+
+
+def test_the_static_verdict_is_kept_but_the_switch_is_read_at_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    variables = [tf.Variable(tf.zeros(_fused_cpu.MIN_NUMEL)), tf.Variable(tf.zeros(3))]
+    memo: dict[str, bool] = {}
+    assert _fused_cpu.eligible(variables, memo) and memo == {"static": True}
+    monkeypatch.setattr(_fused_cpu, "USE_FUSED_CPU", False)
+    assert not _fused_cpu.eligible(variables, memo)
+    monkeypatch.setattr(_fused_cpu, "USE_FUSED_CPU", True)
+    small = [tf.Variable(tf.zeros(3))]
+    assert not _fused_cpu.eligible(small, {}) and not _fused_cpu.eligible([tf.Variable(tf.zeros(70_000, tf.int32))])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

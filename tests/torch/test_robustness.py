@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -68,6 +69,37 @@ def test_a_reduction_failure_names_the_parameter() -> None:
     x = torch.ones(3)
     with pytest.raises(RuntimeError, match=r"step of parameter fc\.weight \(shape \(3,\)"):
         reduce_steps([x], [torch.ones(4)], [None], [torch.zeros(3)], torch.float64, names=["parameter fc.weight"])
+
+
+@pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
+def test_a_parameter_that_changed_shape_is_refused_by_its_model_name_and_nothing_changes() -> None:
+    model, _, sched = trained(2)
+    first_name, first = next(iter(model.named_parameters()))
+    before = sched.state_dict()
+    old = first.data
+    first.data = torch.zeros(old.shape[0] + 1, *old.shape[1:])
+    with pytest.raises(ValueError, match=re.escape(f"parameter {first_name} changed shape from {tuple(old.shape)}")):
+        sched.step()
+    assert sched.state_dict()["core"] == before["core"]
+    first.data = old
+    sched.step()
+    assert sched.epoch == 3
+
+
+def test_names_for_errors_are_formed_only_when_an_error_needs_one() -> None:
+    from autodrop_torch._scheduler import _Names
+
+    asked: list[int] = []
+
+    def name_of(i: int) -> str:
+        asked.append(i)
+        return f"parameter p{i}"
+
+    names = _Names(name_of, 3)
+    assert len(names) == 3 and asked == []
+    assert names[1] == "parameter p1" and names[-1] == "parameter p2" and names[0:2] == ["parameter p0", "parameter p1"]
+    with pytest.raises(IndexError, match="name index 3 out of range for 3 tensors"):
+        names[3]
 
 
 @pytest.mark.filterwarnings("ignore::autodrop_torch.AutoDropUsageWarning")  # step() without training, on purpose
