@@ -5,8 +5,10 @@ A ResNet-18-shaped parameter set (CIFAR variant: 11,173,962 float32 parameters i
 read x, x̂(t-1) and x̂(t-2) and write one fresh copy x(t): 16 bytes per float32
 parameter; inside a window it also reads W and writes W' (float64): 32 bytes. The
 bound is the shared probe's (``benchmarks/bandwidth.py``: a numba stream of three
-float32 reads and one write, on the same number of threads), ``bound_ms(bytes,
-threads)``; ratio = end_epoch time / bound (goal: at most 1.3).
+float32 reads and one write, on the same number of threads), at the fastest of its runs
+in the process (seven at the start, one after every timed call); ratio = end_epoch time /
+bound (goal: at most 1.3). The paired ratio is the median of each call's time over the
+bound at the probe right after it (the same load).
 
 TensorFlow never copies x(t) at the epoch end: the new snapshot shares x's buffer, and
 the first optimizer update after the epoch end copies it (copy-on-write). That copy is
@@ -96,7 +98,7 @@ def worker(threads: int, repeats: int, adapter: str = "tensorflow") -> dict[str,
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     sys.path.insert(0, str(HERE))
     from autodrop_tf import AutoDrop
-    from bandwidth import KernelTime, bound_ms, describe
+    from bandwidth import Interleaved, KernelTime
 
     shapes = resnet18_shapes()
     n = sum(math.prod(s) for s in shapes)
@@ -148,13 +150,17 @@ def worker(threads: int, repeats: int, adapter: str = "tensorflow") -> dict[str,
 
     outside, inside = [], []
     meters = {"outside": KernelTime(), "inside": KernelTime()}
+    probes = Interleaved(threads)
+    after_out, after_in = [], []  # the probe right after each call
     for _ in range(repeats):  # interleaved: both sides see the same load
         train(params)
         train(params)  # a second update: the copy-on-write of the first is not in the timed epoch end
         outside.append(timed(plain.end_epoch, meters["outside"]))
+        after_out.append(probes.probe())
         train(twins)
         train(twins)
         inside.append(timed(averaging.end_epoch, meters["inside"]))
+        after_in.append(probes.probe())
     assert not any(d.average_weight is not None for d in plain.history), "the plain run must not average"
     assert averaging.controller.state.pending > 0
 
@@ -188,9 +194,11 @@ def worker(threads: int, repeats: int, adapter: str = "tensorflow") -> dict[str,
     )
     naive = math.degrees(math.acos(min(1.0, naive_cos)))
     out_ms, in_ms = statistics.median(outside), statistics.median(inside)
-    bound_out, bound_in = bound_ms(OUTSIDE_BYTES * n, threads), bound_ms(INSIDE_BYTES * n, threads)
+    bound_out, bound_in = probes.bound_ms(OUTSIDE_BYTES * n), probes.bound_ms(INSIDE_BYTES * n)
     return {
-        "threads": threads, "params": n, "variables": len(shapes), "probe": describe(threads),
+        "threads": threads, "params": n, "variables": len(shapes), "probe": probes.describe(),
+        "paired_outside": probes.paired_ratio(outside, after_out, OUTSIDE_BYTES * n),
+        "paired_inside": probes.paired_ratio(inside, after_in, INSIDE_BYTES * n),
         "outside_ms": out_ms, "inside_ms": in_ms, "bound_outside_ms": bound_out, "bound_inside_ms": bound_in,
         "ratio_outside": out_ms / bound_out, "ratio_inside": in_ms / bound_in, "cow_ms": cow_ms,
         "angle_error": abs(angle - exact), "float32_angle_error": abs(naive - exact), "repeats": repeats,
@@ -232,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['threads']:>7} | {r['outside_ms']:10.2f} | {r['bound_outside_ms']:8.2f} | {r['ratio_outside']:5.2f} "
               f"| {r['inside_ms']:9.2f} | {r['bound_inside_ms']:8.2f} | {r['ratio_inside']:5.2f} "
               f"| {r['cow_ms']:16.2f} | {r['load']:.1f}")
+    print("ratios paired with the probe right after each call (median; the same load): "
+          + "; ".join(f"{r['threads']} thread(s) outside {r['paired_outside']:.2f}, inside {r['paired_inside']:.2f}"
+                      for r in rows))
     for r in rows:
         print(f"{r['probe']}")
     for r in rows:

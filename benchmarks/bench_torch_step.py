@@ -102,21 +102,21 @@ def bench_resnet(repeats: int, thread_counts: list[int]) -> None:
             "inside": ([], inside, pending),
         }
         meters = {where: bandwidth.KernelTime() for where in rows}
-        probes = [bandwidth.bandwidth_gbs(threads)]
+        probes = bandwidth.Interleaved(threads)
+        after: dict[str, list[float]] = {where: [] for where in rows}  # the probe right after each step
         for _ in range(repeats):
             for where, (times, _, sched) in rows.items():
                 train()
                 with meters[where].measure():
                     times.append(median_ms(sched.step, 1))
-                probes.append(bandwidth.probe_gbs(threads))  # interleaved: the load hits both alike
+                after[where].append(probes.probe())  # interleaved: the load hits both alike
         assert not any(d.triggered for d in quiet.history), "random steps should not trigger"
-        gbs = max(probes)  # the machine's bandwidth: the fastest probe of this run
-        print(f"  {threads} thread{'s' if threads > 1 else ''}: shared probe {gbs:.1f} GB/s (fastest of {len(probes)} "
-              f"in this run; median {statistics.median(probes):.1f})")
+        print(f"  {threads} thread{'s' if threads > 1 else ''}: {probes.describe()}")
         for where, (times, moved, _) in rows.items():
-            bound = moved / (gbs * 1e9) * 1e3
+            bound = probes.bound_ms(moved)  # at the machine's bandwidth: the fastest probe of this run
             print(f"    step() {where} a window: median {statistics.median(times):.1f} ms, bound {bound:.1f} ms: "
-                  f"{statistics.median(times) / bound:.2f}x (fastest step {min(times) / bound:.2f}x)")
+                  f"{statistics.median(times) / bound:.2f}x (fastest step {min(times) / bound:.2f}x; paired with "
+                  f"the probe after each step {probes.paired_ratio(times, after[where], moved):.2f}x)")
             print(f"      of which {bandwidth.KernelTime.describe(meters[where].summary())}")
 
 
