@@ -33,7 +33,7 @@ from autodrop_core import (
     log_scalars,
 )
 from autodrop_core._history import check_history_size
-from autodrop_tf._ops import EpochOps, Layout, Plan, _plain
+from autodrop_tf._ops import EpochOps, Layout, Plan, _assign, _plain
 from autodrop_tf._variables import LrHandle, unwrap_variables
 
 __all__ = ["AutoDrop"]
@@ -70,15 +70,8 @@ def _set_lr(handle: LrHandle, lr: float) -> None:
 
 
 def _set_meta(meta: tf.Variable, encoded: bytes) -> None:
-    """Write the checkpointed JSON (a seam: the fault tests make it fail).
-
-    Eagerly, a plain variable is written by its ``AssignVariableOp`` directly (half the
-    time of ``assign``'s Python wrapping).
-    """
-    if tf.executing_eagerly() and _plain(meta):
-        tf.raw_ops.AssignVariableOp(resource=meta.handle, value=tf.constant(encoded))
-    else:
-        meta.assign(encoded)
+    """Write the checkpointed JSON (a seam: the fault tests make it fail), by ``_ops._assign``."""
+    _assign(meta, tf.constant(encoded))
 
 
 def _read_meta(meta: tf.Variable) -> bytes:

@@ -119,7 +119,7 @@ def reduce_buffers(
     for i, x_tensor in enumerate(xs):
         x = found[i]
         count, code = x.elements, x.dtype
-        if code not in _ITEM_BYTES or not x.dense:
+        if code not in _ITEM_BYTES:  # (``_buffers`` has refused a strided one)
             raise RuntimeError(f"variable {i}: x(t) is {x_tensor.dtype.name}{x_tensor.shape}, not float32/float64")
         row = [x.address]
         for k, what, group in zip(columns, ("snapshot", "head", "base"), (snaps, heads, bases), strict=True):
@@ -133,11 +133,6 @@ def reduce_buffers(
         if sum(lengths) != count:
             raise RuntimeError(f"variable {i}: chunks of {sum(lengths)} elements for {count}")
         item = _ITEM_BYTES[code]
-        if averages is None and len(lengths) == 1:  # the usual case: one chunk, no average
-            rows.append((*row, 0, 0, 0))
-            sizes.append(count)
-            dtypes.append(code)
-            continue
         start = 0
         if averages is not None:  # one allocation per variable (huge pages), a view per chunk
             new_average[i] = fused.aligned_parts(lengths)

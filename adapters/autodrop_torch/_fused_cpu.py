@@ -45,7 +45,7 @@ def fits(x: Tensor, *others: Tensor) -> bool:
 
     Size is the caller's concern (see :data:`MIN_NUMEL`).
     """
-    if x.is_cuda or x.dtype not in _DTYPES or x.device.type != "cpu" or not x.is_contiguous():
+    if x.dtype not in _DTYPES or x.device.type != "cpu" or not x.is_contiguous():
         return False
     shape, dtype = x.shape, x.dtype
     for o in others:

@@ -83,7 +83,6 @@ def _set_group_lr(group: dict[str, Any], lr: float) -> None:
         group["lr"] = lr
 
 
-
 class _Names(Sequence[str]):
     """Each watched tensor's name for an error message, formed only when one is asked for.
 
@@ -104,6 +103,7 @@ class _Names(Sequence[str]):
 
     def __len__(self) -> int:
         return self._count
+
 
 class AutoDrop(LRScheduler):
     """Drops every group's learning rate when the direction of training saturates.
@@ -446,9 +446,8 @@ class AutoDrop(LRScheduler):
             )
         for n, (key, watched) in enumerate(zip(self._keys, self._tracked.params, strict=True)):
             g, i = key
+            where = f"param_groups[{g}]['params'][{i}]"
             params = groups[g]["params"]
-            if i >= len(params) or params[i] is not watched:
-                where = f"param_groups[{g}]['params'][{i}]"
             if i >= len(params):
                 raise ValueError(
                     f"AutoDrop watches {where}, which the optimizer no longer holds (a parameter was removed); "
