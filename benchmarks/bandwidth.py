@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Interleaved", "KernelTime", "bandwidth_gbs", "bound_ms", "describe", "probe_gbs"]
+__all__ = ["Interleaved", "KernelTime", "bandwidth_gbs", "bound_ms", "describe", "ms_at", "probe_gbs"]
 
 _ELEMENTS = 1 << 25  # 128 MiB per float32 array: four of them, far beyond any cache
 _BYTES_PER_ELEMENT = 16  # three float32 reads and one float32 write
@@ -89,9 +89,14 @@ def bandwidth_gbs(threads: int = 1, repeats: int = 7) -> float:
     return probe_gbs(threads, repeats)
 
 
+def ms_at(bytes_moved: float, gbs: float) -> float:
+    """The time, in ms, that moving ``bytes_moved`` bytes takes at ``gbs`` GB/s."""
+    return bytes_moved / (gbs * 1e9) * 1e3
+
+
 def bound_ms(bytes_moved: float, threads: int = 1) -> float:
     """The time, in ms, that moving ``bytes_moved`` bytes takes at this machine's bandwidth."""
-    return bytes_moved / (bandwidth_gbs(threads) * 1e9) * 1e3
+    return ms_at(bytes_moved, bandwidth_gbs(threads))
 
 
 def describe(threads: int = 1) -> str:
@@ -103,9 +108,9 @@ def describe(threads: int = 1) -> str:
 class Interleaved:
     """Probes taken between a benchmark's timed calls, and the two ratios they give.
 
-    * :meth:`ratio`: a call time over the bound at the fastest probe of the whole run
-      (the ``repeats`` at the start and every interleaved one): the machine's bandwidth,
-      the strict figure that the goal is judged on.
+    * :meth:`bound_ms`: the bound at the fastest probe of the whole run (the ``repeats``
+      at the start and every interleaved one): the machine's bandwidth, which a call
+      time is divided by for the strict ratio that the goal is judged on.
     * :meth:`paired_ratio`: the median over calls of each call's time over the bound at
       the probe taken right after it, under the same load: on a shared machine whose
       bandwidth drifts, it tells the adapter's own overhead apart from the machine's.
@@ -113,6 +118,7 @@ class Interleaved:
 
     def __init__(self, threads: int, repeats: int = 7) -> None:
         self.threads = threads
+        self.repeats = repeats
         self.start_gbs = bandwidth_gbs(threads, repeats)
         self.after: list[float] = []  # one per probe() call, in order
 
@@ -127,20 +133,19 @@ class Interleaved:
 
     def bound_ms(self, bytes_moved: float) -> float:
         """The bound at the run's fastest probe."""
-        return bytes_moved / (self.fastest_gbs() * 1e9) * 1e3
-
-    def ratio(self, ms: float, bytes_moved: float) -> float:
-        return ms / self.bound_ms(bytes_moved)
+        return ms_at(bytes_moved, self.fastest_gbs())
 
     def paired_ratio(self, times_ms: list[float], gbs_after: list[float], bytes_moved: float) -> float:
         """Median of time / bound at the probe after it, over paired calls and probes."""
-        return statistics.median(t / (bytes_moved / (g * 1e9) * 1e3) for t, g in zip(times_ms, gbs_after, strict=True))
+        return statistics.median(t / ms_at(bytes_moved, g) for t, g in zip(times_ms, gbs_after, strict=True))
 
     def describe(self) -> str:
-        probes = [self.start_gbs, *self.after]
+        after = ""
+        if self.after:
+            after = f", median of the {len(self.after)} after calls {statistics.median(self.after):.1f}"
         return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {self.threads} thread"
                 f"{'s' if self.threads != 1 else ''}): {self.fastest_gbs():.1f} GB/s, the fastest of "
-                f"{len(probes)} probes in this run (median {statistics.median(probes):.1f})")
+                f"{self.repeats + len(self.after)} probes in this run ({self.repeats} at the start{after})")
 
 
 class KernelTime:
