@@ -226,7 +226,7 @@ def _reduce(
             elif acc == np.float32:
                 average_lo = _placed(state.average_lo, snapshot)
                 if _fused_cpu.averages_fit(leaves, average, average_lo):
-                    absorb_pair = (average, average_lo, _programs.split_weight(weight, acc))
+                    absorb_pair = (average, average_lo, _programs.split_weight_on_host(weight, acc))
         result = _fused_cpu.reduce_epoch(leaves, snapshot, base, head, names, copying=copying, absorb=absorb,
                                          absorb_pair=absorb_pair)
         absorbed = None if result.averages is None else (result.averages, result.averages_lo)

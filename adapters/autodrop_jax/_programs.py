@@ -30,6 +30,7 @@ __all__ = [
     "reduce_epoch",
     "single_device",
     "split_weight",
+    "split_weight_on_host",
     "sum_partials",
     "zeros_like_leaves",
 ]
@@ -245,9 +246,14 @@ def absorb(
 
 def split_weight(weight: float, dtype: np.dtype) -> tuple[jax.Array, jax.Array]:
     """c as a (hi, lo) pair in ``dtype`` (lo = 0 for float64): float64(c) == hi + lo to ~1e-16."""
-    hi = np.asarray(weight, dtype=dtype)
-    lo = np.asarray(weight - float(hi), dtype=dtype)
+    hi, lo = split_weight_on_host(weight, dtype)
     return jnp.asarray(hi), jnp.asarray(lo)
+
+
+def split_weight_on_host(weight: float, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_weight`'s pair as 0-d numpy arrays, for the numba pass (no device transfer)."""
+    hi = np.asarray(weight, dtype=dtype)
+    return hi, np.asarray(weight - float(hi), dtype=dtype)
 
 
 def _round_to_odd(hi: jax.Array, lo: jax.Array) -> jax.Array:
