@@ -18,7 +18,9 @@ the ratios are: both parts of it come from the same call.
 
 Run: ``python benchmarks/bench_outside_pass.py [--adapters torch jax tensorflow keras]
 [--threads 1 2] [--repeats 15]``. Each adapter and thread count runs in its own process,
-pinned to that many cores before the framework starts. Nothing is asserted.
+pinned to that many cores before the framework starts. Nothing is asserted about the
+times; it stops with an error if a timed epoch end is not inside (or outside) a window
+as its row says, or ran other than one numba pass.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ HERE = Path(__file__).resolve().parent
 ADAPTERS = ("torch", "jax", "tensorflow", "keras")
 
 
-Run = tuple[Callable[[], None], Callable[[], None]]  # (train: untimed, end: one epoch end)
+#: (train: untimed; end: one epoch end; pending: whether a drop is pending, i.e. the run is inside a window)
+Run = tuple[Callable[[], None], Callable[[], None], Callable[[], bool]]
 
 
 def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], int]:
@@ -66,7 +69,11 @@ def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], int]:
                     for p in params:
                         p.add_(torch.randn(p.shape, generator=gen), alpha=1e-3)
 
-            return train, scheduler.step
+            def in_window() -> bool:
+                decision = scheduler.last_decision
+                return decision is not None and decision.average_weight is not None
+
+            return train, scheduler.step, in_window
 
         sizes = [math.prod(s) for s in resnet18_shapes()]
         quiet = make_torch(threshold=1e-12, max_threshold=1e-12)
@@ -95,7 +102,7 @@ def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], int]:
                 box["params"], box["state"], _ = autodrop_jax.update(box["state"], box["params"])
                 jax.block_until_ready((box["params"], jax.tree.leaves(box["state"].snapshot)))
 
-            return train, end
+            return train, end, lambda: box["state"].core_state.pending > 0
 
         quiet = make_jax(False, threshold=1e-12, max_threshold=1e-12)
         pending = make_jax(True, threshold=45.0, max_threshold=90.0)
@@ -137,13 +144,13 @@ def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], int]:
                     epoch[0] += 1
                     move(raw, directions[epoch[0] % 3])
 
-            return train, ends.end_epoch
+            return train, ends.end_epoch, lambda: ends.controller.state.pending > 0
 
         quiet = make_tf()
         pending = make_tf(threshold=89.0, max_threshold=90.0, drop_delay=10**6)
     for _ in range(7):  # the window opens at epoch 3 and stays open (the quiet run never opens one); the
         # epoch ends after it warm the allocator up to the window's buffers
-        for train, end in (quiet, pending):
+        for train, end, _ in (quiet, pending):
             train()
             end()
     return {"outside": quiet, "inside": pending}, sum(sizes)
@@ -174,7 +181,7 @@ def child(adapter: str, threads: int, repeats: int) -> None:
     probes = bandwidth.Interleaved(threads)
     rows: dict[str, list[tuple[float, float]]] = {"outside": [], "inside": []}
     for _ in range(repeats):
-        for where, (train, end) in runs.items():
+        for where, (train, end, in_window) in runs.items():
             train()
             passes.clear()
             start = time.perf_counter()
@@ -183,6 +190,8 @@ def child(adapter: str, threads: int, repeats: int) -> None:
             if len(passes) != 1:
                 raise SystemExit(f"{adapter}: {len(passes)} numba passes in one epoch end (expected 1): "
                                  "is numba installed and the model large enough for the pass?")
+            if in_window() != (where == "inside"):
+                raise SystemExit(f"{adapter}: the {where} run is {'in' if in_window() else 'out of'} a window")
             rows[where].append((elapsed, passes[0]))
             probes.probe()
     print(f"{adapter}, {threads} thread(s), {count:,} float32 parameters in 62 tensors, medians of {repeats} "
