@@ -44,8 +44,8 @@ ADAPTERS = ("torch", "jax", "tensorflow", "keras")
 Run = tuple[Callable[[], None], Callable[[], None], Callable[[], bool]]
 
 
-def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], int]:
-    """``({"outside": run, "inside": run}, parameters)``: a run that never opens a window, one that stays in one."""
+def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], list[int]]:
+    """``({"outside": run, "inside": run}, tensor sizes)``: a run that never opens a window, one that stays in one."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], int]:
         for train, end, _ in (quiet, pending):
             train()
             end()
-    return {"outside": quiet, "inside": pending}, sum(sizes)
+    return {"outside": quiet, "inside": pending}, sizes
 
 
 def child(adapter: str, threads: int, repeats: int) -> None:
@@ -177,7 +177,7 @@ def child(adapter: str, threads: int, repeats: int) -> None:
             passes.append(time.perf_counter() - start)
 
     fused.reduce_pass = timed_pass  # this process only: the adapters call it as fused.reduce_pass
-    runs, count = _runs(adapter, threads)
+    runs, sizes = _runs(adapter, threads)
     probes = bandwidth.Interleaved(threads)
     rows: dict[str, list[tuple[float, float]]] = {"outside": [], "inside": []}
     for _ in range(repeats):
@@ -194,8 +194,8 @@ def child(adapter: str, threads: int, repeats: int) -> None:
                 raise SystemExit(f"{adapter}: the {where} run is {'in' if in_window() else 'out of'} a window")
             rows[where].append((elapsed, passes[0]))
             probes.probe()
-    print(f"{adapter}, {threads} thread(s), {count:,} float32 parameters in 62 tensors, medians of {repeats} "
-          f"({probes.describe()})")
+    print(f"{adapter}, {threads} thread(s), {sum(sizes):,} float32 parameters in {len(sizes)} tensors, "
+          f"medians of {repeats} ({probes.describe()})")
     for where, pairs in rows.items():
         call = 1e3 * statistics.median(c for c, _ in pairs)
         inner = 1e3 * statistics.median(p for _, p in pairs)
