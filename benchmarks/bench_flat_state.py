@@ -1,28 +1,34 @@
-"""A measured design alternative, not the library's code: JAX's epoch end with its state in a few flat buffers.
+"""A measured design alternative, not the library's code: the epoch end with its state in a few flat buffers.
 
 Today the JAX adapter keeps one array per parameter tensor for every role of its state
 (x̂(t-1), x̂(t-2)), so an epoch end outside a window reads 186 addresses, waits on 186
-arrays and allocates and adopts 62 fresh ones: on two threads that costs more than the
-0.3 times the bound that 1.3x leaves (docs/memory.md, "What the framework calls cost").
-This benchmark builds the alternative just far enough to time it: each role held in a
-few flat float32 buffers of at most ``--limit`` elements (whole tensors, each at a
-64-byte aligned offset), read and written by the same numba pass
-(``autodrop_core.fused.reduce_pass``), with the core's decision (``Controller``), so
-that an epoch end makes per-tensor calls only for x(t). It leaves out what the adapter
-also does and this sketch does not (the checkpointable state pytree, the error names,
-the XLA path, sharded parameters, windows), which the adapter's figure counts.
+arrays and allocates and adopts 62 fresh ones; TensorFlow's reads 186 variables and
+assigns 124. On two threads that costs more than the 0.3 times the bound that 1.3x
+leaves (docs/memory.md, "What the framework calls cost"). This benchmark builds the
+alternative just far enough to time it: each role held in a few flat float32 buffers
+(JAX arrays, or TensorFlow variables) of at most ``--limit`` elements (whole tensors,
+each at a 64-byte aligned offset), read and written by the same numba pass
+(``autodrop_core.fused.reduce_pass``), with the core's decision (``Controller``; in
+TensorFlow also the reads, exports and writes in one graph each and the checkpointed
+meta), so that an epoch end makes per-tensor calls only for x(t). It leaves out what
+the adapters also do and this sketch does not (the checkpointable state, the error
+names, the other paths, sharded or distributed parameters, windows), which the
+adapters' figures count. It must never be imported by the library.
 
-Before timing, the sketch's two sums are checked to be the same bits as the adapter's
-(``autodrop_jax.step_reductions``) on the same parameters and state; it stops with an
-error if they differ. Then, in one process, epoch ends of the adapter
-(``autodrop_jax.update``) and of the sketch alternate, each after an untimed training
-step and the shared probe (cold caches), outside a window; it prints the median call,
-the strict ratio (over the bound at the run's fastest probe) and the paired one (each
-call over the bound at the probe right after it), 16 bytes per parameter.
+Before timing, the sketch's two sums are checked: in JAX to be the same bits as the
+adapter's (``autodrop_jax.step_reductions``) on the same parameters and state, in
+TensorFlow to match float64 numpy's within 1e-9; it stops with an error otherwise.
+Then, in one process, epoch ends of the adapter (``autodrop_jax.update``,
+``autodrop_tf.AutoDrop.end_epoch``) and of the sketch alternate, each after an untimed
+training step and the shared probe (cold caches), outside a window; it prints the
+median call, the strict ratio (over the bound at the run's fastest probe) and the
+paired one (each call over the bound at the probe right after it), 16 bytes per
+parameter.
 
-Run: ``python benchmarks/bench_flat_state.py [--threads 1 2] [--repeats 21] [--limit
-2097152]``; each thread count in its own process, pinned to that many cores before JAX
-starts. Nothing is asserted about the times.
+Run: ``python benchmarks/bench_flat_state.py [--frameworks jax tensorflow] [--threads 1
+2] [--repeats 21] [--limit 2097152]``; each framework and thread count in its own
+process, pinned to that many cores before the framework starts. Nothing is asserted
+about the times.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def _layout(sizes: list[int], limit: int) -> tuple[list[int], list[tuple[int, in
     return lengths, where
 
 
-def child(threads: int, repeats: int, limit: int) -> None:
+def child_jax(threads: int, repeats: int, limit: int) -> None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < threads:
         raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 16:
         parser.error(f"--limit {args.limit}: at least 16 elements")
     if args.child is not None:
-        run = child if args.child[0] == "jax" else child_tensorflow
+        run = child_jax if args.child[0] == "jax" else child_tensorflow
         run(int(args.child[1]), args.repeats, args.limit)
         return 0
     for framework in args.frameworks:
