@@ -37,11 +37,12 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _children import pin_to_cores, run_children  # (next to this file; imports only the standard library)
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,10 +68,7 @@ def _layout(sizes: list[int], limit: int) -> tuple[list[int], list[tuple[int, in
 
 
 def child_jax(threads: int, repeats: int, limit: int) -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < threads:
-        raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
-    os.sched_setaffinity(0, set(cores[:threads]))  # before JAX sizes its thread pool
+    pin_to_cores(threads)  # before JAX sizes its thread pool
     sys.path.insert(0, str(HERE))
     import autodrop_jax
     import jax
@@ -174,10 +172,7 @@ def child_jax(threads: int, repeats: int, limit: int) -> None:
 
 def child_tensorflow(threads: int, repeats: int, limit: int) -> None:
     """The same comparison for TensorFlow: ``autodrop_tf.AutoDrop.end_epoch`` against a sketch on flat variables."""
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < threads:
-        raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
-    os.sched_setaffinity(0, set(cores[:threads]))  # before TensorFlow sizes its thread pools
+    pin_to_cores(threads)  # before TensorFlow sizes its thread pools
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(HERE))
     import json
@@ -333,10 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         run = child_jax if args.child[0] == "jax" else child_tensorflow
         run(int(args.child[1]), args.repeats, args.limit)
         return 0
-    for framework in args.frameworks:
-        for threads in args.threads:
-            subprocess.run([sys.executable, __file__, "--child", framework, str(threads), "--repeats",
-                            str(args.repeats), "--limit", str(args.limit)], check=True)
+    run_children(__file__, args.frameworks, args.threads, ["--repeats", str(args.repeats), "--limit", str(args.limit)])
     return 0
 
 

@@ -26,12 +26,13 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _children import pin_to_cores, run_children  # (next to this file; imports only the standard library)
 
 HERE = Path(__file__).resolve().parent
 FRAMEWORKS = ("torch", "jax", "tensorflow")
@@ -130,10 +131,7 @@ def _rows(framework: str, threads: int, shapes: list[tuple[int, ...]]) -> list[R
 
 
 def child(framework: str, threads: int, repeats: int) -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < threads:
-        raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
-    os.sched_setaffinity(0, set(cores[:threads]))  # before the framework sizes its thread pools
+    pin_to_cores(threads)  # before the framework sizes its thread pools
     sys.path.insert(0, str(HERE))
     import bandwidth
     from bench_jax_step import resnet18_shapes  # (that module imports no framework at its top)
@@ -181,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         child(args.child[0], int(args.child[1]), args.repeats)
         return 0
-    for framework in args.frameworks:
-        for threads in args.threads:
-            subprocess.run([sys.executable, __file__, "--child", framework, str(threads), "--repeats",
-                            str(args.repeats)], check=True)
+    run_children(__file__, args.frameworks, args.threads, ["--repeats", str(args.repeats)])
     return 0
 
 

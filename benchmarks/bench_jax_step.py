@@ -195,10 +195,10 @@ def benchmark(threads: int, repeats: int) -> dict[str, Any]:
 
 
 def _child(threads: int, x64: bool, repeats: int, xla: bool = False) -> dict[str, Any]:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < threads:
-        raise SystemExit(f"--threads {threads}: only {len(cores)} core(s) available")
-    os.sched_setaffinity(0, set(cores[:threads]))  # before jax (XLA sizes its thread pool from it) and numba
+    sys.path.insert(0, str(HERE))
+    from _children import pin_to_cores  # (imports only the standard library)
+
+    pin_to_cores(threads)  # before jax (XLA sizes its thread pool from it) and numba
     import jax
     from autodrop_jax import _fused_cpu
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _children import pin_to_cores  # (next to this file; imports only the standard library)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -117,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        cores = sorted(os.sched_getaffinity(0))
-        if len(cores) < args.child:
-            raise SystemExit(f"--threads {args.child}: only {len(cores)} core(s) available")
-        os.sched_setaffinity(0, set(cores[:args.child]))  # before numba starts its threads
+        pin_to_cores(args.child)  # before numba starts its threads
         measure(args.child, args.repeats)
         return 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
