@@ -309,18 +309,34 @@ def copy_leaves(leaves: Leaves) -> Leaves:
     return [jnp.copy(x) for x in leaves]
 
 
+#: The read-only 0-d zeros :func:`placeholders` hands out, one per dtype (made once: a state has
+#: 62 to 186 placeholders per epoch end for a ResNet-18, at 0.3 microseconds each if fresh).
+_PLACEHOLDERS: dict[np.dtype, np.ndarray] = {}
+
+
+def _placeholder(dtype: Any) -> np.ndarray:
+    key = np.dtype(dtype)
+    zero = _PLACEHOLDERS.get(key)
+    if zero is None:
+        zero = np.zeros((), key)
+        zero.setflags(write=False)
+        _PLACEHOLDERS[key] = zero
+    return zero
+
+
 def placeholders(leaves: Sequence[Any], dtype: Any = None) -> list[np.ndarray]:
     """0-d host zeros, one per leaf (each leaf's dtype, or ``dtype``): an absent buffer of the state.
 
     They keep the pytree's structure and dtypes fixed whatever the phase (orbax, ``jax.jit``
     and a rebuild from saved leaves see the same tree), hold no device memory, and are
     never passed to a device program. Scalars rather than empty arrays because orbax
-    refuses to save arrays of size zero.
+    refuses to save arrays of size zero. Read-only and shared: every placeholder of a
+    dtype is the same array.
     """
     if dtype is not None:
-        one = np.dtype(dtype)
-        return [np.zeros((), one) for _ in leaves]
-    return [np.zeros((), x.dtype) for x in leaves]
+        one = _placeholder(dtype)
+        return [one] * len(leaves)
+    return [_placeholder(x.dtype) for x in leaves]
 
 
 def zeros_like_leaves(leaves: Sequence[jax.Array], dtype: np.dtype) -> Leaves:

@@ -297,3 +297,65 @@ def test_a_buffer_of_another_dtype_is_refused_by_the_leafs_key_path_before_any_r
     with pytest.raises(RuntimeError, match=r"params\['out'\]: its snapshot is int32\[8\], expected float32\[8\]"):
         _fused_cpu.reduce_epoch(leaves, snapshot, None, None, names)
     assert list(names) == ["['dense']['w']", "['out']"] and len(names) == 2
+
+
+def _fused_run(monkeypatch: pytest.MonkeyPatch, epochs: int, **settings: object):
+    monkeypatch.setattr(_fused_cpu, "MIN_NUMEL", 1)
+    rng = np.random.default_rng(11)
+    params = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in SHAPES]
+    state = autodrop_jax.init(params, 0.1, **settings)
+    for _ in range(epochs):
+        params = [p + jnp.asarray(1e-3 * rng.standard_normal(p.shape), jnp.float32) for p in params]
+        params, state, _ = autodrop_jax.update(state, params)
+    return params, state
+
+
+def test_the_state_buffers_the_pass_wrote_are_read_from_the_registry_and_leave_it_when_they_die(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    params, state = _fused_run(monkeypatch, 4, threshold=45.0, max_threshold=90.0, drop_delay=50)
+    assert state.core_state.pending > 0  # inside a window: snapshot, base and the W pair are all the pass's
+    owned = [leaf for tree in (state.snapshot, state.step_base, state.average, state.average_lo)
+             for leaf in jax.tree.leaves(tree) if isinstance(leaf, jax.Array) and leaf.size]  # (not the placeholders)
+    assert len(owned) == (3 if jax.config.jax_enable_x64 else 4) * (len(SHAPES) - 1)
+    for leaf in owned:
+        found = _fused_cpu._own(leaf)
+        assert found is not None and found[1] == leaf.unsafe_buffer_pointer()
+        np.testing.assert_array_equal(found[0], np.asarray(leaf))
+    assert _fused_cpu._own(params[0]) is None  # the caller's arrays are never in it
+    live = len(_fused_cpu._OWN)
+    del owned
+    state = None
+    assert len(_fused_cpu._OWN) < live  # the dead state's entries are gone
+
+
+def test_a_deleted_state_buffer_is_refused_by_jax_not_read_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    params, state = _fused_run(monkeypatch, 3)
+    snapshot = jax.tree.leaves(state.snapshot)
+    snapshot[0].delete()  # as a donation would
+    assert _fused_cpu._own(snapshot[0]) is None
+    with pytest.raises(RuntimeError, match="deleted"):
+        autodrop_jax.update(state, params)
+
+
+def test_a_decoded_core_state_is_the_one_that_was_encoded_with_or_without_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autodrop_jax import _state
+
+    for settings in ({"threshold": 45.0, "max_threshold": 90.0, "drop_delay": 3}, {"trigger": "calibrated"}):
+        _, state = _fused_run(monkeypatch, 6, **settings)
+        cached = state.core_state
+        _state._ENCODED.clear()
+        assert state.core_state == cached  # decoded from the bits, validated: the same record
+        assert len(_state._ENCODED) == 0  # decoding enters nothing
+    for _ in range(3 * _state._ENCODED_MAX):
+        _fused_run(monkeypatch, 1)
+    assert len(_state._ENCODED) <= _state._ENCODED_MAX
+
+
+def test_placeholders_are_shared_read_only_zeros() -> None:
+    one, two = _programs.placeholders([jnp.zeros(3), jnp.zeros(2)], np.float32)
+    assert one is two and one.shape == () and one == 0 and not one.flags.writeable
+    with pytest.raises(ValueError):
+        one[...] = 1.0
