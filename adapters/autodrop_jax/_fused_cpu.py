@@ -324,33 +324,25 @@ def _checked_adopter(device: Any, put: Any, shaped_array: Any) -> Any:
 
 
 def _address(what: str, names: Sequence[str], i: int, x: jax.Array, count: int, buffer: jax.Array,
-             dtype: np.dtype) -> int:
+             dtype: np.dtype, own: tuple[np.ndarray, int] | None = None) -> int:
     """The buffer's address, after checking that it holds ``count`` (x's size) elements of ``dtype``.
 
-    ``names[i]`` names the leaf in the errors (looked up only then).
+    ``own``: the buffer's entry in :data:`_OWN` (:func:`_own`), whose numpy array is checked
+    and whose address is taken instead of asking JAX. ``names[i]`` names the leaf in the
+    errors (looked up only then).
     """
-    if buffer.dtype != dtype or (buffer.shape != x.shape and buffer.size != count):
-        raise RuntimeError(f"params{names[i]}: its {what} is {np.dtype(buffer.dtype)}{list(buffer.shape)}, "
+    held: Any = buffer if own is None else own[0]
+    if held.dtype != dtype or (held.shape != x.shape and held.size != count):
+        raise RuntimeError(f"params{names[i]}: its {what} is {np.dtype(held.dtype)}{list(held.shape)}, "
                            f"expected {dtype}{list(x.shape)}: refused before any read")
+    if own is not None:  # a numpy array of count elements holds them all
+        return own[1] if count else 0
     if buffer.shape != x.shape:  # the same shape and dtype on one CPU device hold as many bytes
         nbytes = buffer.on_device_size_in_bytes()
         if nbytes < count * dtype.itemsize:
             raise RuntimeError(f"params{names[i]}: its {what} buffer holds {nbytes} bytes, fewer than "
                                f"{count} x {dtype.itemsize}: refused before any read")
     return int(buffer.unsafe_buffer_pointer()) if count else 0
-
-
-def _own_address(what: str, names: Sequence[str], i: int, x: jax.Array, count: int, buffer: Any,
-                 dtype: np.dtype) -> int | None:
-    """:func:`_address` for one of :func:`_adopt`'s outputs, from :data:`_OWN` (None: not one, ask JAX)."""
-    own = _own(buffer)
-    if own is None:
-        return None
-    array, at = own
-    if array.dtype != dtype or array.size != count:
-        raise RuntimeError(f"params{names[i]}: its {what} is {array.dtype}{list(array.shape)}, "
-                           f"expected {dtype}{list(x.shape)}: refused before any read")
-    return at if count else 0
 
 
 @dataclass(frozen=True)
@@ -406,24 +398,14 @@ def reduce_epoch(
     dtypes = [np.dtype(x.dtype) for x in params]
     counts = [int(x.size) for x in params]
     average_dtype = f32 if absorb_pair is not None else f64
-    # The state's buffers: (what, the group, their dtype; None: x's), each leaf's address where _OWN knows it.
+    # The state's buffers: (what, the group, their dtype; None: x's), and each leaf's entry in _OWN.
     groups = [("snapshot", snapshot, None), ("step base", base, None), ("step head", head, None),
               ("running average", averages_in, average_dtype), ("running average's low half", averages_lo_in, f32)]
-    known: list[list[int | None] | None] = []
-    waiting: list[Any] = list(params)
-    for what, group, want in groups:
-        if group is None:
-            known.append(None)
-            continue
-        found: list[int | None] = []
-        for i, buffer in enumerate(group):
-            found.append(_own_address(what, names, i, params[i], counts[i], buffer, want or dtypes[i]))
-            if found[-1] is None:
-                waiting.append(buffer)
-        known.append(found)
+    owned = [[_own(b) for b in group] if group is not None else [] for _, group, _ in groups]
     # dispatch is asynchronous: the buffers are read only once every producer has finished (the
     # outputs of _adopt were written before they were adopted: they are ready)
-    jax.block_until_ready(waiting)
+    jax.block_until_ready([*params, *(b for (_, group, _), entries in zip(groups, owned, strict=True)
+                                      for b, entry in zip(group or [], entries, strict=True) if entry is None)])
     none: tuple[list[Any], list[int]] = ([None] * n, [0] * n)
     copies_out, copies_at = _empty(counts, dtypes) if copying else none
     averages_out, averages_at = _empty(counts, [average_dtype] * n) if averages_in is not None else none
@@ -431,12 +413,8 @@ def reduce_epoch(
 
     def address(k: int, i: int) -> int:
         what, group, want = groups[k]
-        found = known[k]
-        assert group is not None and found is not None
-        at = found[i]
-        if at is None:
-            return _address(what, names, i, params[i], counts[i], group[i], want or dtypes[i])
-        return at
+        assert group is not None
+        return _address(what, names, i, params[i], counts[i], group[i], want or dtypes[i], owned[k][i])
 
     rows = []
     for i, (x, count, dtype) in enumerate(zip(params, counts, dtypes, strict=True)):
