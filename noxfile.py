@@ -27,7 +27,7 @@ TORCH = "torch==2.13.0"
 # framework -> (extras to install, test folders, conformance adapters run in the same venv)
 FRAMEWORKS: dict[str, tuple[str, list[str], list[str]]] = {
     "core": ("numpy,conformance", ["tests/core", "tests/numpy", "tests/conformance"], ["numpy"]),
-    "nqm": ("nqm,numpy", ["tests/nqm", "tests/core/test_fused.py"], []),  # the shared kernels need numba
+    "nqm": ("nqm,numpy", ["tests/nqm", "tests/core/test_fused.py", "tests/benchmarks"], []),  # numba: kernels, probe
     # tests/faults: the fault suite (replay kills, bit flips, writers; torch injected failures), small counts.
     # tests/integrations (Hugging Face Trainer, Lightning callback, timm's convention) share the torch venv;
     # tests/keras runs autodrop_keras under each session's own Keras backend (torch, JAX, TensorFlow).

@@ -5,7 +5,9 @@ Each framework's own copies and sums run at very different speeds on the same CP
 framework's ops says more about the framework than about the machine. This probe is a
 numba kernel, outside every framework, that streams the access pattern of an AutoDrop
 epoch end: it reads three float32 arrays and writes one (``d = a + b + c``, elementwise,
-over arrays far larger than the caches), on ``threads`` threads. The bandwidth is the
+over arrays far larger than the caches, in packed SIMD instructions: see
+:func:`vector_instructions`), on ``threads`` threads, with plain stores (the shared
+pass's streaming stores were slower than this on the machines measured). The bandwidth is the
 bytes it reads and writes (16 per element; the write-allocate traffic is not counted,
 as it is not counted for the adapters) over the fastest of ``repeats`` runs. A
 benchmark turns bytes into a bound with :func:`bound_ms`, and reports with :class:`KernelTime`
@@ -29,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Interleaved", "KernelTime", "bandwidth_gbs", "bound_ms", "describe", "ms_at", "probe_gbs"]
+__all__ = [
+    "Interleaved", "KernelTime", "bandwidth_gbs", "bound_ms", "describe", "ms_at", "probe_gbs", "vector_instructions",
+]
 
 _ELEMENTS = 1 << 25  # 128 MiB per float32 array: four of them, far beyond any cache
 _BYTES_PER_ELEMENT = 16  # three float32 reads and one float32 write
@@ -39,15 +43,44 @@ _BYTES_PER_ELEMENT = 16  # three float32 reads and one float32 write
 def _kernel() -> Any:
     import numba
 
+    # The loop body is a function of its own, called on slices: numba vectorizes it (AVX
+    # adds and loads, several elements an instruction). Written inline in the ``prange``
+    # loop, with bounds computed per chunk, the same loop compiled to scalar code, which
+    # on a machine whose core can stream faster than one element at a time measured the
+    # core instead of the memory (8.2 GB/s against 20.9 on one thread of an AMD EPYC,
+    # 2026-12-03; see docs/memory.md).
+    @numba.njit(nogil=True, cache=False)
+    def triad(a: Any, b: Any, c: Any, d: Any) -> None:
+        for i in range(a.size):
+            d[i] = a[i] + b[i] + c[i]
+
     @numba.njit(parallel=True, nogil=True, cache=False)
     def stream(a: Any, b: Any, c: Any, d: Any, chunks: int) -> None:
         n = a.size
         size = (n + chunks - 1) // chunks
         for k in numba.prange(chunks):
-            for i in range(k * size, min(n, (k + 1) * size)):
-                d[i] = a[i] + b[i] + c[i]
+            lo = k * size
+            hi = min(n, lo + size)
+            triad(a[lo:hi], b[lo:hi], c[lo:hi], d[lo:hi])
 
+    stream.triad = triad  # type: ignore[attr-defined]  # for vector_instructions()
     return stream
+
+
+@functools.cache
+def vector_instructions() -> int:
+    """How many packed (SIMD) float32 adds the probe's loop compiled to: 0 means a scalar probe.
+
+    A scalar loop can be slower than the memory it is meant to measure; the benchmarks
+    print this count with the bandwidth.
+    """
+    import re
+
+    stream = _kernel()
+    a = np.zeros(64, dtype=np.float32)
+    stream(a, a, a, np.empty_like(a), 1)
+    listing = "\n".join(stream.triad.inspect_asm().values())  # type: ignore[attr-defined]
+    return len(re.findall(r"\b(?:v?addps)\b", listing))
 
 
 @functools.cache
@@ -99,9 +132,14 @@ def bound_ms(bytes_moved: float, threads: int = 1) -> float:
     return ms_at(bytes_moved, bandwidth_gbs(threads))
 
 
+def _kind() -> str:
+    """``vectorized``, or a warning that the probe compiled to scalar code (its bound is then too loose)."""
+    return "vectorized" if vector_instructions() else "SCALAR: it may measure the core, not the memory"
+
+
 def describe(threads: int = 1) -> str:
     """One line for a benchmark's report: the probe, its thread count and its bandwidth."""
-    return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {threads} thread"
+    return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {_kind()}, {threads} thread"
             f"{'s' if threads != 1 else ''}): {bandwidth_gbs(threads):.1f} GB/s")
 
 
@@ -143,7 +181,7 @@ class Interleaved:
         after = ""
         if self.after:
             after = f", median of the {len(self.after)} after calls {statistics.median(self.after):.1f}"
-        return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {self.threads} thread"
+        return (f"machine bandwidth (shared numba probe, 3 float32 reads + 1 write, {_kind()}, {self.threads} thread"
                 f"{'s' if self.threads != 1 else ''}): {self.fastest_gbs():.1f} GB/s, the fastest of "
                 f"{self.repeats + len(self.after)} probes in this run ({self.repeats} at the start{after})")
 

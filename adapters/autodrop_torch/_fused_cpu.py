@@ -17,17 +17,27 @@ new tensors.
 All the tensors of an epoch go through one parallel launch of the kernels that every
 adapter's CPU path shares (:mod:`autodrop_core.fused`), on as many threads as torch
 uses, by the tensors' data pointers (no per-tensor Python dispatch); this module only
-allocates the outputs and keeps every tensor alive for the call.
+checks the tensors, allocates the outputs and keeps every tensor alive for the call.
+
+The outputs of one pass share a few numpy allocations of at most :data:`BLOCK_BYTES`
+(one tensor per parameter, each a view at an aligned offset), and each is entered in a
+record (:data:`_OWN`) with its address, shape, dtype and version counter. The next
+passes read those of the scheduler's state (x̂(t-1), x̂(t-2), W) from the record instead
+of asking torch for each one's dtype, device, layout and pointer; a tensor that was
+modified in place since (its version counter moved), or that is not an output of this
+module (a checkpoint's, say), is checked by torch as any other.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import Tensor
 
 from autodrop_core import fused
 
-__all__ = ["MIN_NUMEL", "available", "fits", "fits_average", "run_many"]
+__all__ = ["BLOCK_BYTES", "MIN_NUMEL", "available", "plan", "run_many"]
 
 #: A model whose tensors are all smaller than this takes the torch path: it never pays
 #: numba's import and compile time (a few seconds). Once one tensor is this large, every
@@ -40,57 +50,118 @@ def available() -> bool:
     return fused.available()
 
 
-def fits(x: Tensor, *others: Tensor) -> bool:
-    """Whether the kernels can take this tensor: CPU, contiguous, float32/float64, ``others`` alike.
-
-    Size is the caller's concern (see :data:`MIN_NUMEL`).
-    """
-    if x.dtype not in _DTYPES or x.device.type != "cpu" or not x.is_contiguous():
-        return False
-    shape, dtype = x.shape, x.dtype
-    for o in others:
-        if o.dtype != dtype or o.shape != shape or o.device.type != "cpu" or not o.is_contiguous():
-            return False
-    return True
-
-
-def fits_average(x: Tensor, average: Tensor | None) -> bool:
-    """Whether the window kernel can also absorb x into ``average`` (float64, CPU, contiguous, same shape)."""
-    return average is None or (
-        average.device.type == "cpu" and average.dtype == torch.float64 and average.is_contiguous()
-        and average.shape == x.shape
-    )
-
-
 StepResult = tuple[Tensor, Tensor | None, float, float]
-Job = tuple[int, Tensor, Tensor, Tensor, Tensor, "tuple[Tensor | None, float] | None"]
+#: ``(index, x, addresses, absorbing)``: the addresses of x, x̂(t-1), head, base and W (0:
+#: none) from :func:`plan`; ``absorbing`` also writes W' (W 0: W' = x).
+Job = tuple[int, Tensor, tuple[int, int, int, int, int], bool]
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
-
-#: Outputs of at least this many bytes are allocated by numpy, which asks Linux for
-#: transparent huge pages on them (``madvise``); torch's CPU allocator does not unless
-#: ``THP_MEM_ALLOC_ENABLE=1`` is set. 0 turns it off.
-HUGE_PAGE_BYTES = 1 << 22
-
-
-def _empty(shape: torch.Size, dtype: torch.dtype) -> Tensor:
-    """A fresh contiguous CPU tensor (its memory from numpy when it is large, see :data:`HUGE_PAGE_BYTES`)."""
-    count = shape.numel()
-    if HUGE_PAGE_BYTES and count * dtype.itemsize >= HUGE_PAGE_BYTES:
-        import numpy as np
-
-        return torch.from_numpy(np.empty(tuple(shape), dtype=np.float32 if dtype == torch.float32 else np.float64))
-    return torch.empty(shape, dtype=dtype)
+#: The outputs of one pass are allocated in blocks of at most this many bytes, each
+#: holding consecutive outputs of one dtype (an output larger than it gets one of its
+#: own): 9 allocations instead of 62 for ResNet-18's shapes. numpy allocates them, so
+#: blocks of 4 MiB or more get transparent huge pages where Linux offers them
+#: (``madvise``), which torch's CPU allocator does not ask for unless
+#: ``THP_MEM_ALLOC_ENABLE=1`` is set. Small enough that glibc reuses the blocks an
+#: earlier epoch end freed instead of mapping fresh ones (see ``docs/memory.md``).
+BLOCK_BYTES = 8 << 20
 
 
-def _launch(tensors: list[tuple[Tensor | None, ...]], absorb: bool, weight: float,
-            firsts: list[bool], threads: int) -> list[tuple[float, float]]:
-    """One parallel pass over ``tensors`` (each ``(x, x̂, head, base, copy, W, W')``): (dot, sq) per tensor."""
-    addresses = [tuple(0 if t is None else t.data_ptr() for t in group) for group in tensors]
-    sizes = tuple(group[0].numel() for group in tensors)  # type: ignore[union-attr]
-    dtypes = [_DTYPES[group[0].dtype] for group in tensors]  # type: ignore[union-attr]
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to an output tensor that knows its key in :data:`_OWN`."""
+
+    __slots__ = ("key",)
+    key: int
+
+
+def _forget(ref: _Ref) -> None:
+    entry = _OWN.get(ref.key)
+    if entry is not None and entry[0] is ref:
+        del _OWN[ref.key]
+
+
+#: The outputs of :func:`run_many`, by ``id``: (a weak reference to the tensor, its
+#: address, shape, dtype and version counter when it was written). An entry is dropped
+#: when its tensor dies (the weak reference's callback).
+_OWN: dict[int, tuple[_Ref, int, torch.Size, torch.dtype, int]] = {}
+
+
+def _address(t: Tensor, shape: torch.Size, dtype: torch.dtype) -> int | None:
+    """``t``'s data address when the kernels can read it as a dense CPU buffer of ``shape`` and ``dtype``."""
+    entry = _OWN.get(id(t))
+    if entry is not None and entry[0]() is t and entry[3] is dtype and entry[2] == shape and t._version == entry[4]:
+        return entry[1]
+    if t.dtype != dtype or not t.is_cpu or t.shape != shape or not t.is_contiguous():
+        return None
+    return t.data_ptr()
+
+
+def plan(x: Tensor, snapshot: Tensor, head: Tensor, base: Tensor,
+         average: Tensor | None) -> tuple[int, int, int, int, int] | None:
+    """The addresses of x, x̂(t-1), head, base and W (0 when ``average`` is None), or None.
+
+    None when the kernels cannot take this tensor: x must be a contiguous float32 or
+    float64 CPU tensor, the snapshot, head and base alike, W float64 of x's shape. Size is
+    the caller's concern (see :data:`MIN_NUMEL`).
+    """
+    dtype = x.dtype
+    if dtype not in _DTYPES or not x.is_cpu or not x.is_contiguous():  # (``is_cpu``: 60 ns, ``device``: 400)
+        return None
+    shape = x.shape
+    at_snapshot = _address(snapshot, shape, dtype)
+    at_head = at_snapshot if head is snapshot else _address(head, shape, dtype)
+    at_base = _address(base, shape, dtype)
+    at_average = 0 if average is None else _address(average, shape, torch.float64)
+    if at_snapshot is None or at_head is None or at_base is None or at_average is None:
+        return None
+    return x.data_ptr(), at_snapshot, at_head, at_base, at_average
+
+
+def _empty(shapes: list[torch.Size], dtype: torch.dtype) -> tuple[list[Tensor], list[int]]:
+    """Fresh contiguous CPU tensors of these shapes, views into blocks of at most :data:`BLOCK_BYTES`.
+
+    Each starts on a 64-byte boundary; returns the tensors and their addresses. A block
+    is freed with the last view of it (the outputs of one pass live and die together).
+    """
+    item = dtype.itemsize
+    step = 64 // item
+    tensors: list[Tensor] = []
+    addresses: list[int] = []
+    i, n = 0, len(shapes)
+    while i < n:
+        counts = []
+        total = 0
+        j = i
+        while j < n:
+            count = shapes[j].numel()
+            padded = -(-count // step) * step
+            if j > i and (total + padded) * item > BLOCK_BYTES:
+                break
+            counts.append((count, padded))
+            total += padded
+            j += 1
+        block, address = fused.aligned_empty_at(total, _DTYPES[dtype])
+        offset = 0
+        for k, (count, padded) in zip(range(i, j), counts):
+            tensors.append(torch.from_numpy(block[offset:offset + count].reshape(shapes[k])))
+            addresses.append(address + offset * item)
+            offset += padded
+        i = j
+    return tensors, addresses
+
+
+def _register(tensors: list[Tensor], addresses: list[int]) -> None:
+    for t, address in zip(tensors, addresses, strict=True):
+        key = id(t)
+        ref = _Ref(t, _forget)
+        ref.key = key
+        _OWN[key] = (ref, address, t.shape, t.dtype, t._version)
+
+
+def _launch(rows: list[tuple[int, ...]], sizes: tuple[int, ...], dtypes: list[str], absorb: bool,
+            weight: float, firsts: list[bool], threads: int) -> list[tuple[float, float]]:
+    """One parallel pass over the address ``rows`` (x, x̂, head, base, copy, W, W'): (dot, sq) per tensor."""
     try:
-        return fused.reduce_pass(dtypes, addresses, sizes, threads=threads,  # type: ignore[arg-type]
+        return fused.reduce_pass(dtypes, rows, sizes, threads=threads,  # type: ignore[arg-type]
                                  copying=True, absorbing=absorb, weight=weight, firsts=firsts)
     finally:
         # numba's OpenMP layer can share torch's OpenMP runtime, and starting it sets that
@@ -99,37 +170,46 @@ def _launch(tensors: list[tuple[Tensor | None, ...]], absorb: bool, weight: floa
             torch.set_num_threads(threads)
 
 
-def run_many(jobs: list[Job]) -> dict[int, StepResult]:
+def run_many(jobs: list[Job], weight: float = 0.0) -> dict[int, StepResult]:
     """One pass over many tensors, on as many threads as torch uses.
 
     Args:
-        jobs: ``(index, x, snapshot, head, base, absorb)`` per tensor, where
-            ``s(t-1) = head - base`` (pass the snapshot as both for a zero previous step)
-            and ``absorb`` is ``(W, c)`` to also form W' = W + c (x - W) (``W`` None:
-            W' = x, the first vector of a window) or None. Every job of one call absorbs
-            with the same ``c``, or none does.
+        jobs: ``(index, x, addresses, absorbing)`` per tensor, the addresses from
+            :func:`plan`; s(t-1) = head - base (the snapshot as both: a zero previous
+            step). With ``absorbing`` the pass also forms W' = W + c (x - W) (W address 0:
+            W' = x, the first vector of a window). Every job absorbs, or none does.
+        weight: c, the same for every job.
 
     Returns:
         ``(copy, new_average or None, dot, sq_norm)`` per index: a fresh contiguous copy of
-        x, a fresh float64 W', <s(t), s(t-1)> and ||s(t)||^2. Nothing passed in is modified.
+        x, a fresh float64 W', <s(t), s(t-1)> and ||s(t)||^2. Nothing passed in is
+        modified; the caller keeps the tensors behind the addresses alive for the call.
     """
     if not jobs:
         return {}
-    weights = {job[5][1] for job in jobs if job[5] is not None}
-    absorb = any(job[5] is not None for job in jobs)
-    if len(weights) > 1 or (absorb and any(job[5] is None for job in jobs)):
-        raise ValueError(f"the jobs of one pass absorb with one weight or none: got {sorted(weights)}")
-    weight = weights.pop() if weights else 0.0
-    threads = torch.get_num_threads()
-    tensors: list[tuple[Tensor | None, ...]] = []
-    firsts, outputs = [], []
-    for _, x, snapshot, head, base, job_absorb in jobs:
-        copy = _empty(x.shape, x.dtype)
-        out = _empty(x.shape, torch.float64) if job_absorb is not None else None
-        average = None if job_absorb is None else job_absorb[0]
-        tensors.append((x, snapshot, head, base, copy, average, out))
-        firsts.append(average is None)
-        outputs.append((copy, out))
-    sums = _launch(tensors, absorb, weight, firsts, threads)
-    return {index: (copy, out, dot, sq)
-            for (index, *_), (copy, out), (dot, sq) in zip(jobs, outputs, sums, strict=True)}
+    absorb = jobs[0][3]
+    if any(job[3] != absorb for job in jobs):
+        raise ValueError("the jobs of one pass all absorb into a running average, or none does")
+    shapes = [job[1].shape for job in jobs]
+    copies: list[Tensor | None] = [None] * len(jobs)
+    copy_at = [0] * len(jobs)
+    for dtype in {job[1].dtype for job in jobs}:
+        where = [k for k, job in enumerate(jobs) if job[1].dtype is dtype]
+        made, at = _empty([shapes[k] for k in where], dtype)
+        for k, t, a in zip(where, made, at, strict=True):
+            copies[k], copy_at[k] = t, a
+    outs: list[Tensor | None] = [None] * len(jobs)
+    out_at = [0] * len(jobs)
+    if absorb:
+        made, out_at = _empty(shapes, torch.float64)
+        outs = list(made)
+    rows = [(*job[2][:4], copy_at[k], job[2][4], out_at[k]) for k, job in enumerate(jobs)]
+    sizes = tuple(shape.numel() for shape in shapes)
+    dtypes = [_DTYPES[job[1].dtype] for job in jobs]
+    firsts = [job[2][4] == 0 for job in jobs]
+    sums = _launch(rows, sizes, dtypes, absorb, weight, firsts, torch.get_num_threads())
+    _register(copies, copy_at)  # type: ignore[arg-type]  # every copy is made
+    if absorb:
+        _register(outs, out_at)  # type: ignore[arg-type]
+    return {job[0]: (copy, out, dot, sq)  # type: ignore[misc]
+            for job, copy, out, (dot, sq) in zip(jobs, copies, outs, sums, strict=True)}

@@ -180,25 +180,36 @@ def reduce_steps(
     averages: list[Tensor | None] = []
     partials: dict[tuple[Any, ...], list[Tensor | tuple[float, float]]] = {}
     with torch.no_grad():
-        locals_ = [local_tensor(p) for p in params]
+        # Without DTensors a parameter is its own local tensor (no autograd under no_grad)
+        dtensor = _dtensor_type()
+        sharded = dtensor is not None and any(isinstance(p, dtensor) for p in params)
+        locals_ = [local_tensor(p) for p in params] if sharded else list(params)
         absorbs: list[tuple[Tensor | None, float] | None] = (
             [None] * len(params) if absorb is None else [(avg, absorb[1]) for avg in absorb[0]]
         )
-        jobs = []
-        for i, x in enumerate(locals_):
-            head = snapshots[i] if heads[i] is None else heads[i]
-            base, job_absorb = bases[i], absorbs[i]
-            if (
-                USE_FUSED_CPU
-                and base is not None  # a zero or explicit previous step (first epoch, old checkpoint): torch path
-                and _fused_cpu.fits(x, snapshots[i], head, base)
-                and (job_absorb is None or _fused_cpu.fits_average(x, job_absorb[0]))
-                and _fused_cpu.available()
-            ):
-                jobs.append((i, x, snapshots[i], head, base, job_absorb))
+        jobs: list[_fused_cpu.Job] = []
+        fused_weight = 0.0 if absorb is None else absorb[1]
+        if USE_FUSED_CPU and _fused_cpu.available():
+            for i, x in enumerate(locals_):
+                base = bases[i]
+                if base is None:  # a zero or explicit previous step (first epoch, old checkpoint): torch path
+                    continue
+                snapshot = snapshots[i]
+                head = snapshot if heads[i] is None else heads[i]
+                average = None if absorb is None else absorb[0][i]
+                addresses = _fused_cpu.plan(x, snapshot, head, base, average)  # type: ignore[arg-type]
+                if addresses is not None:
+                    jobs.append((i, x, addresses, absorb is not None))
         if not any(job[1].numel() >= _fused_cpu.MIN_NUMEL for job in jobs):
             jobs = []  # only small tensors: the torch path, without loading numba
-        fused = _fused_cpu.run_many(jobs)
+        fused = _fused_cpu.run_many(jobs, fused_weight)
+        if fused and len(fused) == len(params) and not sharded:
+            # Every tensor took the pass: the partials of the loop below, in the same order and
+            # one group, so the same sum (two floats per tensor, one tensor, one transfer)
+            results = [fused[i] for i in range(len(params))]
+            total = _stacked([(r[2], r[3]) for r in results], acc_dtype).sum(dim=0)
+            dot, sq_norm = total.tolist()
+            return float(dot), float(sq_norm), [r[0] for r in results], [r[1] for r in results]
         for i, (param, x) in enumerate(zip(params, locals_, strict=True)):
             snapshot = snapshots[i]
             pairs: list[Tensor | tuple[float, float]]

@@ -6,7 +6,11 @@ small model with AutoDrop for 5 epochs (a drop pending from epoch 3), saves mode
 optimizer and scheduler state, trains 9 more epochs (an average is applied at the
 first of them) and stores what those epochs gave (decisions, final parameters), so
 that a newer version can load the version-1 checkpoint and must continue exactly as
-the old code did. Kept for the record; the tests only read the .pt file.
+the old code did. It also stores the model's state after each of those 9 epochs'
+training, before the scheduler's step (``trained``): the test replays them instead of
+training again, because training bits depend on the CPU (torch's kernels differ between
+instruction sets: an AMD EPYC trained other bits than the Intel Xeon that made the first
+file). Kept for the record; the tests only read the .pt file.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ def main(path: str) -> None:
         "optimizer": copy.deepcopy(opt.state_dict()),  # its tensors go on changing in place
         "scheduler": sched.state_dict(),
     }
-    decisions = []
+    decisions, trained = [], []
     for t in range(5, 14):
         epoch(model, opt, t)
+        trained.append({k: v.clone() for k, v in model.state_dict().items()})
         sched.step()
         decisions.append(sched.last_decision.to_dict())
     saved["expected_decisions"] = decisions
+    saved["trained"] = trained
     saved["expected_model"] = {k: v.clone() for k, v in model.state_dict().items()}
     torch.save(saved, path)
 
