@@ -25,6 +25,10 @@ cache, each block's W' is formed in a per-lane scratch block and streamed out. A
 streaming store does not read the line it overwrites first, so an output costs its own
 bytes of memory traffic instead of twice them; the values are the same bits either way.
 
+The outputs an adapter hands to its framework can be entered in an :class:`OutputRecord`
+(by identity, with whatever facts the adapter wants back: address, shape, dtype), so
+that a later pass reads those facts instead of asking the framework for each buffer.
+
 This module must not decide anything, must not allocate or free the caller's memory,
 and must not be imported by ``autodrop_core`` itself (it needs numpy and numba, the
 ``torch-fast`` extra). The caller keeps every buffer alive for the call.
@@ -38,13 +42,14 @@ import importlib.util
 import os
 import platform
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
-    "BLOCK", "COLUMNS", "SPLIT", "STREAMING_STORES", "Buffer", "aligned_empty", "aligned_empty_at", "aligned_parts",
-    "available", "dlpack_buffer", "dlpack_buffers", "host_threads", "launch_lock", "plan", "pointer_to",
-    "reduce_pass",
+    "BLOCK", "COLUMNS", "SPLIT", "STREAMING_STORES", "Buffer", "OutputRecord", "aligned_empty", "aligned_empty_at",
+    "aligned_parts", "available", "dlpack_buffer", "dlpack_buffers", "host_threads", "launch_lock", "plan",
+    "pointer_to", "reduce_pass",
 ]
 
 #: Elements per block: the unit of reassociation and of the lanes.
@@ -177,6 +182,62 @@ def _header_reader() -> Any:
         return out
 
     return read
+
+
+class _Entry(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a recorded output, carrying its key and its facts."""
+
+    __slots__ = ("facts", "key")
+    facts: Any
+    key: int
+
+
+class OutputRecord:
+    """Outputs a pass handed to a framework, by identity, each with the facts an adapter wants back.
+
+    An entry lives as long as its object and no longer: it holds a weak reference, whose
+    callback drops the entry when the object dies, so an ``id`` reused by a new object
+    is never mistaken for a recorded one. The record keeps nothing alive and knows
+    nothing of the framework: whether a recorded object may still be read as recorded
+    (torch: its version counter has not moved; JAX: it was not deleted) is the adapter's
+    check, made on the facts it gets back.
+    """
+
+    __slots__ = ("__weakref__", "_drop", "_entries")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, _Entry] = {}
+        entries = self._entries
+
+        def drop(entry: _Entry) -> None:  # (a closure, not a bound method: no cycle through self)
+            if entries.get(entry.key) is entry:
+                del entries[entry.key]
+
+        self._drop = drop
+
+    def add(self, obj: Any, facts: Any) -> None:
+        """Record ``obj`` (it must take weak references) with ``facts`` (not None), replacing its earlier entry."""
+        if facts is None:
+            raise ValueError("OutputRecord.add: facts is None, which facts() returns for an object not recorded; "
+                             "record a tuple or any other object")
+        key = id(obj)
+        entry = _Entry(obj, self._drop)
+        entry.key = key
+        entry.facts = facts
+        self._entries[key] = entry
+
+    def facts(self, obj: Any) -> Any:
+        """The facts recorded with ``obj``, or None when it is not recorded (or is another object under its id)."""
+        entry = self._entries.get(id(obj))
+        if entry is None or entry() is not obj:
+            return None
+        return entry.facts
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, obj: object) -> bool:
+        return self.facts(obj) is not None
 
 
 def aligned_empty(count: int, dtype: str = "float64") -> Any:

@@ -36,7 +36,6 @@ record instead of from JAX; it never reads a recorded buffer whose JAX array was
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,43 +108,27 @@ def _public_row_major(x: jax.Array) -> bool:
     return tuple(order) == tuple(range(x.ndim)) and not tuple(getattr(layout, "tiling", ()) or ())
 
 
-class _Ref(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to an output JAX array that knows its key in :data:`_OWN`."""
-
-    __slots__ = ("key",)
-    key: int
-
-
-def _forget(ref: _Ref) -> None:
-    entry = _OWN.get(ref.key)
-    if entry is not None and entry[0] is ref:
-        del _OWN[ref.key]
-
-
-#: The outputs :func:`_adopt` handed to JAX without a copy, by ``id`` of each JAX array: (a weak
-#: reference to it, the numpy array it aliases, that array's address). The epoch ends that
-#: follow find their state's buffers here instead of asking JAX for each one's pointer,
-#: readiness, shape and dtype (about 1.5 microseconds an array against 5 with cold
-#: caches: 124 to 248 arrays an epoch end for a ResNet-18). An entry is dropped when its JAX
-#: array dies (the weak reference's callback), and ignored if the array was deleted (a
-#: donation): then JAX is asked, as for any other array, and refuses the deleted buffer.
-_OWN: dict[int, tuple[_Ref, np.ndarray, int]] = {}
+#: The outputs :func:`_adopt` handed to JAX without a copy, each with (the numpy array it
+#: aliases, that array's address). The epoch ends that follow find their state's buffers
+#: here instead of asking JAX for each one's pointer, readiness, shape and dtype (about
+#: 1.5 microseconds an array against 5 with cold caches: 124 to 248 arrays an epoch end
+#: for a ResNet-18). An entry goes when its JAX array dies, and is ignored if the array
+#: was deleted (a donation): then JAX is asked, as for any other array, and refuses the
+#: deleted buffer.
+_OWN = fused.OutputRecord()
 
 
 def _own(buffer: Any) -> tuple[np.ndarray, int] | None:
     """The numpy array and address behind one of :func:`_adopt`'s outputs, if ``buffer`` is one and alive."""
-    entry = _OWN.get(id(buffer))
-    if entry is None or entry[0]() is not buffer or buffer.is_deleted():
+    facts = _OWN.facts(buffer)
+    if facts is None or buffer.is_deleted():
         return None
-    return entry[1], entry[2]
+    return facts
 
 
 def _register(outputs: Sequence[jax.Array], arrays: Sequence[np.ndarray], addresses: Sequence[int]) -> None:
     for out, array, address in zip(outputs, arrays, addresses, strict=True):
-        key = id(out)
-        ref = _Ref(out, _forget)
-        ref.key = key
-        _OWN[key] = (ref, array, address)
+        _OWN.add(out, (array, address))
 
 
 def _fits(x: Any, other: Any, dtype: np.dtype | None = None) -> bool:

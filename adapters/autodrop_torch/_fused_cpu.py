@@ -30,8 +30,6 @@ module (a checkpoint's, say), is checked by torch as any other.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import Tensor
 
@@ -66,30 +64,16 @@ _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 BLOCK_BYTES = 8 << 20
 
 
-class _Ref(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to an output tensor that knows its key in :data:`_OWN`."""
-
-    __slots__ = ("key",)
-    key: int
-
-
-def _forget(ref: _Ref) -> None:
-    entry = _OWN.get(ref.key)
-    if entry is not None and entry[0] is ref:
-        del _OWN[ref.key]
-
-
-#: The outputs of :func:`run_many`, by ``id``: (a weak reference to the tensor, its
-#: address, shape, dtype and version counter when it was written). An entry is dropped
-#: when its tensor dies (the weak reference's callback).
-_OWN: dict[int, tuple[_Ref, int, torch.Size, torch.dtype, int]] = {}
+#: The outputs of :func:`run_many`, each with (its address, shape, dtype, version counter
+#: when it was written); an entry goes when its tensor dies.
+_OWN = fused.OutputRecord()
 
 
 def _address(t: Tensor, shape: torch.Size, dtype: torch.dtype) -> int | None:
     """``t``'s data address when the kernels can read it as a dense CPU buffer of ``shape`` and ``dtype``."""
-    entry = _OWN.get(id(t))
-    if entry is not None and entry[0]() is t and entry[3] is dtype and entry[2] == shape and t._version == entry[4]:
-        return entry[1]
+    facts = _OWN.facts(t)
+    if facts is not None and facts[2] is dtype and facts[1] == shape and t._version == facts[3]:
+        return facts[0]
     if t.dtype != dtype or not t.is_cpu or t.shape != shape or not t.is_contiguous():
         return None
     return t.data_ptr()
@@ -151,10 +135,7 @@ def _empty(shapes: list[torch.Size], dtype: torch.dtype) -> tuple[list[Tensor], 
 
 def _register(tensors: list[Tensor], addresses: list[int]) -> None:
     for t, address in zip(tensors, addresses, strict=True):
-        key = id(t)
-        ref = _Ref(t, _forget)
-        ref.key = key
-        _OWN[key] = (ref, address, t.shape, t.dtype, t._version)
+        _OWN.add(t, (address, t.shape, t.dtype, t._version))
 
 
 def _launch(rows: list[tuple[int, ...]], sizes: tuple[int, ...], dtypes: list[str], absorb: bool,

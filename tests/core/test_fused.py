@@ -256,3 +256,32 @@ def test_the_kernels_with_and_without_streaming_stores_write_the_same_bits(monke
     assert streamed[0] == plain[0]
     for a, b in zip(streamed[1], plain[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+class _Output:  # any object that takes weak references, as a framework's array does
+    pass
+
+
+def test_the_output_record_returns_an_objects_facts_until_it_dies_and_never_another_objects() -> None:
+    record = fused.OutputRecord()
+    a, b = _Output(), _Output()
+    record.add(a, (1, "float32"))
+    assert record.facts(a) == (1, "float32") and a in record
+    assert record.facts(b) is None and b not in record and len(record) == 1
+    record.add(a, (2, "float32"))  # a later pass's facts replace the earlier ones
+    assert record.facts(a) == (2, "float32") and len(record) == 1
+    del a  # the weak reference's callback drops the entry
+    assert len(record) == 0
+    c, d = _Output(), _Output()
+    record.add(c, (3, "float64"))
+    record._entries[id(d)] = record._entries[id(c)]  # as if d had taken an id whose entry is not its own
+    assert record.facts(d) is None and record.facts(c) == (3, "float64")
+
+
+def test_the_output_record_refuses_none_as_facts_and_keeps_what_it_had() -> None:
+    record = fused.OutputRecord()
+    a = _Output()
+    record.add(a, (1,))
+    with pytest.raises(ValueError, match="facts is None"):
+        record.add(a, None)
+    assert record.facts(a) == (1,)
