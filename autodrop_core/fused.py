@@ -200,7 +200,8 @@ class OutputRecord:
     is never mistaken for a recorded one. The record keeps nothing alive and knows
     nothing of the framework: whether a recorded object may still be read as recorded
     (torch: its version counter has not moved; JAX: it was not deleted) is the adapter's
-    check, made on the facts it gets back.
+    check, made on the facts it gets back. The facts must not refer to the object
+    itself (the entry would then keep it alive for good).
     """
 
     __slots__ = ("__weakref__", "_drop", "_entries")
