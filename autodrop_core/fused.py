@@ -204,7 +204,7 @@ class OutputRecord:
     itself (the entry would then keep it alive for good).
     """
 
-    __slots__ = ("__weakref__", "_drop", "_entries")
+    __slots__ = ("_drop", "_entries")
 
     def __init__(self) -> None:
         self._entries: dict[int, _Entry] = {}
