@@ -111,7 +111,7 @@ def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], list[int]]:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ["KERAS_BACKEND"] = "tensorflow"
         import tensorflow as tf
-        from bench_tf_step import _KerasAdapter, resnet18_shapes
+        from bench_tf_step import _KerasAdapter, _with_optimizer, resnet18_shapes
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -130,11 +130,9 @@ def _runs(adapter: str, threads: int) -> tuple[dict[str, Run], list[int]]:
                 variables = [keras.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
                 ends: Any = _KerasAdapter(variables, lrs=0.1, **settings)
                 raw = [v.value for v in variables]  # the tf.Variable under each Keras variable
-            else:
-                from autodrop_tf import AutoDrop
-
+            else:  # owning a Keras optimizer's lr, as a training loop does
                 raw = variables = [tf.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
-                ends = AutoDrop(variables, lrs=0.1, **settings)
+                ends = _with_optimizer(variables, lrs=0.1, **settings)
             base = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
             directions = [[tf.constant(1e-3 * (b + z * rng.standard_normal(b.shape, dtype=np.float32)))
                            for b in base] for z in (0.3, 0.6, 0.9)]

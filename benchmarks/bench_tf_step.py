@@ -10,6 +10,9 @@ in the process (seven at the start, one after every timed call); ratio = end_epo
 bound (goal: at most 1.3). The paired ratio is the median of each call's time over the
 bound at the probe right after it (the same load).
 
+``AutoDrop`` owns a Keras SGD optimizer's lr, as in a training loop (its reads and
+writes are part of every epoch end; the Keras callback owns a Keras variable's).
+
 TensorFlow never copies x(t) at the epoch end: the new snapshot shares x's buffer, and
 the first optimizer update after the epoch end copies it (copy-on-write). That copy is
 reported on its own line; the ratio counts the 4-byte write as moved all the same.
@@ -58,6 +61,14 @@ def resnet18_shapes() -> list[tuple[int, ...]]:
     return [*shapes, (512, 10), (10,)]
 
 
+def _with_optimizer(variables: list[Any], lrs: float, **settings: Any) -> Any:
+    """``autodrop_tf.AutoDrop`` as a training loop holds it: owning a Keras optimizer's lr."""
+    import keras
+    from autodrop_tf import AutoDrop
+
+    return AutoDrop(variables, keras.optimizers.SGD(learning_rate=lrs), **settings)
+
+
 class _KerasAdapter:
     """``autodrop_keras.AutoDropCallback`` driven the way ``AutoDrop`` is: ``end_epoch()`` per epoch.
 
@@ -97,7 +108,6 @@ def worker(threads: int, repeats: int, adapter: str = "tensorflow") -> dict[str,
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     sys.path.insert(0, str(HERE))
-    from autodrop_tf import AutoDrop
     from bandwidth import Interleaved, KernelTime
 
     shapes = resnet18_shapes()
@@ -112,7 +122,7 @@ def worker(threads: int, repeats: int, adapter: str = "tensorflow") -> dict[str,
     else:
         params = [tf.Variable(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
         twins = [tf.Variable(p) for p in params]
-        make = AutoDrop
+        make = _with_optimizer
     # three alternating directions: the angles vary, so the default 0.01 degree threshold
     # is not met and the plain run's epoch ends stay outside an averaging window
     base = [rng.standard_normal(s, dtype=np.float32) for s in shapes]

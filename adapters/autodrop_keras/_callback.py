@@ -88,7 +88,31 @@ def _numpy(tensor: Any) -> np.ndarray[Any, Any]:
     return np.array(keras.ops.convert_to_numpy(tensor), copy=True)
 
 
+def _plain_tf(variable: Any) -> Any:
+    """The ``tf.Variable`` under a Keras variable where one eager op reads or writes all of it, else None.
+
+    On the TensorFlow backend, eagerly and outside any distribution strategy, a Keras
+    variable's one-op read or write costs a fifth of ``numpy()`` or ``assign`` (their
+    Python layers: about 0.5 ms each for a scalar after a training epoch has flushed the
+    caches, docs/memory.md). Other backends, and distributed variables, keep Keras' own.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    inner = variable.value
+    if not tf.executing_eagerly() or not hasattr(inner, "handle") or isinstance(inner, tf.distribute.DistributedValues):
+        return None
+    return inner
+
+
 def _read(variable: Any) -> float:
+    """A scalar variable's value as a Python float."""
+    inner = _plain_tf(variable)
+    if inner is not None:
+        import tensorflow as tf
+
+        return float(tf.raw_ops.ReadVariableOp(resource=inner.handle, dtype=inner.dtype).numpy())
     return float(_numpy(variable.value))
 
 
@@ -166,6 +190,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         self._acc = accumulation_dtype()
         self._start_lr = start_lr
         self._starting = True
+        self._read_memo: dict[str, Any] = {}  # _fused_cpu.values' graph over these variables
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._starting:
@@ -190,7 +215,7 @@ class AutoDropCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         used = _read(self._lr)
-        self._end_epoch()
+        self._end_epoch(used)
         if self._state_dir is not None:
             self._save(epoch + 1)
         if logs is not None:
@@ -280,11 +305,14 @@ class AutoDropCallback(keras.callbacks.Callback):
         self.history = DecisionHistory(limit=self._history_size)
 
     # ------------------------------------------------------------------ work
-    def _end_epoch(self) -> Decision:
+    def _end_epoch(self, lr_now: float | None = None) -> Decision:
+        """One epoch end; ``lr_now``: the optimizer's lr as just read (read here when omitted)."""
         controller = self.controller
         if controller is None:
             raise RuntimeError("AutoDropCallback.on_epoch_end before on_epoch_begin")
-        check_lrs_unchanged([self._written], [_read(self._lr)], where="the optimizer's learning_rate", fix=_LR_FIX)
+        if lr_now is None:
+            lr_now = _read(self._lr)
+        check_lrs_unchanged([self._written], [lr_now], where="the optimizer's learning_rate", fix=_LR_FIX)
         ops = keras.ops
         dot, sq_norm = 0.0, 0.0
         pairs, fused_average, fused_weight, current = None, None, None, None
@@ -293,7 +321,7 @@ class AutoDropCallback(keras.callbacks.Callback):
             # while a drop is pending the weight is known now: the same pass then forms W' (float64 W only)
             fused_weight = controller.pending_average_weight if self._acc == "float64" else None
             absorb = (self._average, fused_weight) if fused_weight is not None and self._average else None
-            values = _fused_cpu.values(self._params)
+            values = _fused_cpu.values(self._params, self._read_memo)
             # TensorFlow's reads are x(t) already (copy on write); other backends get a copy from the pass
             on_tensorflow = keras.backend.backend() == "tensorflow"
             result = _fused_cpu.reduce_buffers(values, self._snapshot, heads, self._base, absorb,
@@ -333,7 +361,8 @@ class AutoDropCallback(keras.callbacks.Callback):
             written = [(v, ops.cast(avg, v.dtype))
                        for v, avg in zip(self._params + self._extras, average + extra_average, strict=True)]
             average = extra_average = None
-        self._write(written, decision.lrs[0])
+        same_lr = _holds(self._lr, decision.lrs[0], lr_now)  # not written again (every epoch but a drop's)
+        self._write(written, None if same_lr else decision.lrs[0], lr_now)
         if decision.apply_average and decision.average_weight != 1.0:
             # the epoch after an applied average: S = the written average, A = x(t), B = x̂(t-1)
             snapshot, head = [ops.copy(v.value) for v in self._params], current
@@ -342,7 +371,7 @@ class AutoDropCallback(keras.callbacks.Callback):
         self._base, self._snapshot, self._head, self._explicit = self._snapshot, snapshot, head, None
         self._average, self._extra_average = average, extra_average
         controller.commit(decision, state)
-        self._written = _read(self._lr)
+        self._written = lr_now if same_lr else _read(self._lr)
         self.history.append(decision)
         self.last_reductions = (dot, sq_norm)
         return decision
@@ -357,24 +386,26 @@ class AutoDropCallback(keras.callbacks.Callback):
         head = snap_acc if self._head is None else ops.cast(self._head[i], self._acc)
         return ops.subtract(head, ops.cast(self._base[i], self._acc))
 
-    def _write(self, written: Sequence[tuple[Any, Any]], lr: float) -> None:
-        """Write an applied average into the variables, then the lr: all or nothing.
+    def _write(self, written: Sequence[tuple[Any, Any]], lr: float | None, lr_before: float) -> None:
+        """Write an applied average into the variables, then the lr (None: unchanged): all or nothing.
 
         Each variable's old value is kept (a copy) until every write succeeded; a failure
-        puts back everything already written before it propagates.
+        puts back everything already written (the lr: ``lr_before``, the value it held,
+        which the variable's dtype holds exactly) before it propagates.
         """
         done: list[tuple[Any, Any]] = []
-        lr_before = keras.ops.copy(self._lr.value)
         try:
             for v, value in written:
                 backup = keras.ops.copy(v.value)
                 _assign(v, value)
                 done.append((v, backup))
-            _assign(self._lr, lr)
+            if lr is not None:
+                _assign(self._lr, lr)
         except BaseException:
             for v, backup in reversed(done):
                 v.assign(backup)
-            self._lr.assign(lr_before)
+            if lr is not None:
+                self._lr.assign(lr_before)
             raise
 
     def _absorb(self, average: list[Any] | None, variables: Sequence[Any], weight: float) -> list[Any]:
@@ -408,8 +439,20 @@ class AutoDropCallback(keras.callbacks.Callback):
         return log_scalars(decision, pending=self.controller.state.pending)
 
 
+def _holds(variable: Any, value: float, current: float) -> bool:
+    """Whether writing ``value`` into a float32/float64 ``variable`` that holds ``current`` would leave it so."""
+    dtype = str(variable.dtype)
+    return dtype in ("float32", "float64") and float(np.asarray(value, dtype=dtype)) == current
+
+
 def _assign(variable: Any, value: Any) -> None:
-    """One write into a variable (a seam: tests make it fail)."""
+    """One write into a variable (a seam: tests make it fail); a Python float by one op where it can."""
+    inner = _plain_tf(variable) if isinstance(value, float) else None
+    if inner is not None and inner.dtype.name in ("float32", "float64"):
+        import tensorflow as tf
+
+        tf.raw_ops.AssignVariableOp(resource=inner.handle, value=tf.constant(value, dtype=inner.dtype))
+        return
     variable.assign(value)
 
 

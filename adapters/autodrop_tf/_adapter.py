@@ -223,15 +223,18 @@ class AutoDrop(tf.Module):
         meta = self._meta(Controller(controller.config, state), plan.layout)
         # Nothing has changed so far. Now the writes, each undone if a later one fails:
         # the lr, then the caller's variables and the buffers, then the checkpointed meta.
-        lr_before = self._host.lr.read()
+        lr_before = found  # the lr as read above (nothing has written it since)
+        # an lr the optimizer already holds is not written again (every epoch but a drop's)
+        same_lr = found is not None and self._host.lr.holds(decision.lrs[0], found)
         try:
-            _set_lr(self._host.lr, decision.lrs[0])
+            if not same_lr:
+                _set_lr(self._host.lr, decision.lrs[0])
             self._adopt(plan, meta)
         except BaseException:
-            if lr_before is not None:
+            if lr_before is not None and not same_lr:
                 self._host.lr.write(lr_before)
             raise
-        self._host.written = self._host.lr.read()
+        self._host.written = found if same_lr else self._host.lr.read()
         controller.commit(decision, state)
         self._host.history.append(decision)
         return decision

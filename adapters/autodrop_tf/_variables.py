@@ -63,6 +63,7 @@ class LrHandle:
 
     def __init__(self, target: Any) -> None:
         self.target = target
+        self._direct: Any = False  # the lr's plain variable (None: none), looked up at the first use
         if target is None or isinstance(target, tf.Variable):
             return
         if not hasattr(target, "learning_rate"):
@@ -87,18 +88,53 @@ class LrHandle:
             f"with min_lr, drop_factor, threshold and drop_delay"
         )
 
+    def _plain(self) -> Any:
+        """The plain ``tf.Variable`` that holds the lr, where one eager op reads or writes it; else None.
+
+        That is the target itself, or the variable a Keras optimizer's ``learning_rate``
+        property returns (looked up once: a wrapper such as ``LossScaleOptimizer`` returns
+        its inner optimizer's), outside any distribution strategy. Read and written by one
+        op each (``ReadVariableOp``, ``AssignVariableOp``), the lr costs a tenth of that
+        property and its setter, about 1 ms each after a training epoch has flushed the
+        caches (docs/memory.md); anything else goes through them.
+        """
+        if self._direct is False:
+            var = self.target if isinstance(self.target, tf.Variable) else _unwrap(self.target.learning_rate)
+            plain = (isinstance(var, tf.Variable) and hasattr(var, "handle") and var.shape.rank == 0
+                     and var.dtype in (tf.float32, tf.float64)
+                     and not isinstance(var, tf.distribute.DistributedValues))
+            self._direct = var if plain else None
+        if self._direct is None or not tf.executing_eagerly() or tf.distribute.has_strategy():
+            return None
+        return self._direct
+
     def read(self) -> float | None:
         """The current lr as a Python float, or None without a target."""
         if self.target is None:
             return None
+        var = self._plain()
+        if var is not None:
+            return float(tf.raw_ops.ReadVariableOp(resource=var.handle, dtype=var.dtype).numpy())
         value = self.target if isinstance(self.target, tf.Variable) else self.target.learning_rate
         return float(np.asarray(value))
+
+    def holds(self, lr: float, current: float) -> bool:
+        """Whether writing ``lr`` would leave the lr at ``current`` (its value as just read), bit for bit.
+
+        Only for a plain float32/float64 variable, whose write rounds ``lr`` to its dtype
+        as numpy does; False wherever the write goes through Keras (it is then made).
+        """
+        var = self._plain()
+        return var is not None and float(np.asarray(lr, dtype=var.dtype.as_numpy_dtype)) == current
 
     def write(self, lr: float) -> None:
         """Set the lr (a no-op without a target)."""
         if self.target is None:
             return
-        if isinstance(self.target, tf.Variable):
+        var = self._plain()
+        if var is not None:
+            tf.raw_ops.AssignVariableOp(resource=var.handle, value=tf.constant(lr, dtype=var.dtype))
+        elif isinstance(self.target, tf.Variable):
             self.target.assign(tf.constant(lr, dtype=self.target.dtype))
         else:
             self.target.learning_rate = lr

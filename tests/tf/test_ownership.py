@@ -56,3 +56,43 @@ def test_the_callback_writes_the_decision_keys_into_keras_logs(scenario: Any) ->
     # the first epoch's angle is undefined: the key is left out that epoch, so Keras records fewer values
     assert len(logs["autodrop/angle"]) == 7
     assert all(math.isfinite(a) for a in logs["autodrop/angle"])
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_the_lr_is_read_and_written_in_the_variable_the_optimizer_property_returns(wrapped: bool) -> None:
+    # the one-op read and write must touch the optimizer's lr, also through LossScaleOptimizer,
+    # whose own (unused) learning-rate variable holds 0.0
+    from autodrop_tf._variables import LrHandle
+
+    inner = keras.optimizers.SGD(learning_rate=0.1)
+    opt = keras.optimizers.LossScaleOptimizer(inner) if wrapped else inner
+    handle = LrHandle(opt)
+    assert handle.read() == float(opt.learning_rate) == pytest.approx(0.1)
+    handle.write(0.025)
+    assert float(opt.learning_rate) == float(inner.learning_rate) == handle.read() == pytest.approx(0.025)
+    assert handle.holds(0.025, handle.read()) and not handle.holds(0.0125, handle.read())
+    opt.learning_rate = 0.5  # written through Keras' setter: the one-op read sees it
+    assert handle.read() == 0.5
+
+
+def test_an_epoch_end_that_keeps_the_lr_does_not_write_it_and_a_drop_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autodrop_tf import _variables
+
+    writes: list[float] = []
+    real = _variables.LrHandle.write
+    monkeypatch.setattr(_variables.LrHandle, "write", lambda self, lr: writes.append(lr) or real(self, lr))
+    v = tf.Variable([1.0, 2.0, 3.0])
+    opt = keras.optimizers.SGD(learning_rate=0.1)
+    autodrop = AutoDrop([v], opt, drop_delay=1, threshold=45.0, max_threshold=90.0)
+    writes.clear()
+    start, lrs = autodrop.lr, []
+    for step in ([0.5, 0.5, 0.5], [0.5, 0.5, 0.6], [0.5, 0.5, 0.5], [0.5, 0.6, 0.5]):
+        v.assign_add(step)
+        lrs.append(autodrop.end_epoch().lrs[0])
+    drops = [b for a, b in zip([start, *lrs], lrs) if b != a]
+    assert drops and writes == drops, (lrs, writes)
+    assert float(opt.learning_rate) == pytest.approx(lrs[-1])
+    opt.learning_rate = 0.3  # another writer is still caught, although AutoDrop skipped its writes
+    v.assign_add([0.5, 0.5, 0.5])
+    with pytest.raises(LRConflictError):
+        autodrop.end_epoch()
