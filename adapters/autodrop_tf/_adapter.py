@@ -6,7 +6,8 @@ is a ``tf.Module`` so that ``tf.train.Checkpoint(autodrop=...)`` saves its compl
 state: the snapshots x̂(t-1) and x̂(t-2) (and x(t-1) after an applied average), the
 running averages, and the core's JSON checkpoint with the buffers' layout (held in a
 ``tf.string`` variable). An epoch end computes everything first and then writes the
-lr, the variables and the buffers, undoing them all if any write fails. It must not
+lr, the variables and the buffers, undoing them all if any write fails (the numba
+path's reduction writes the next snapshot ahead: it is put back as well). It must not
 re-implement any decision rule: every decision comes from :class:`autodrop_core.Controller`.
 """
 
@@ -213,16 +214,22 @@ class AutoDrop(tf.Module):
         if written is not None and found is not None:
             check_lrs_unchanged([written], [found], where="the optimizer's learning_rate", fix=_LR_FIX)
         reads = self.buffers.reduce(controller.pending_average_weight)
-        dot, sq_norm = reads.dot, reads.sq_norm
-        self._host.reductions = (dot, sq_norm)
+        # The reduction may have written x(t) ahead into the buffer that becomes the next
+        # snapshot (``EpochOps.discard``); everything else is unchanged until the writes below.
         try:
-            decision, state = controller.preview(dot, sq_norm)
-        except InvalidReductionError as err:
-            raise self._explain(err) from err
-        plan = self.buffers.prepare(reads, decision.average_weight, decision.apply_average)
-        meta = self._meta(Controller(controller.config, state), plan.layout)
-        # Nothing has changed so far. Now the writes, each undone if a later one fails:
-        # the lr, then the caller's variables and the buffers, then the checkpointed meta.
+            dot, sq_norm = reads.dot, reads.sq_norm
+            self._host.reductions = (dot, sq_norm)
+            try:
+                decision, state = controller.preview(dot, sq_norm)
+            except InvalidReductionError as err:
+                raise self._explain(err) from err
+            plan = self.buffers.prepare(reads, decision.average_weight, decision.apply_average)
+            meta = self._meta(Controller(controller.config, state), plan.layout)
+        except BaseException:
+            self.buffers.discard(reads)
+            raise
+        # Now the writes, each undone if a later one fails: the lr, then the caller's
+        # variables and the buffers, then the checkpointed meta.
         lr_before = found  # the lr as read above (nothing has written it since)
         # an lr the optimizer already holds is not written again (every epoch but a drop's)
         same_lr = found is not None and self._host.lr.holds(decision.lrs[0], found)
@@ -233,6 +240,7 @@ class AutoDrop(tf.Module):
         except BaseException:
             if lr_before is not None and not same_lr:
                 self._host.lr.write(lr_before)
+            self.buffers.discard(reads)  # (a failed commit has put everything back already: harmless)
             raise
         self._host.written = found if same_lr else self._host.lr.read()
         controller.commit(decision, state)

@@ -1,4 +1,4 @@
-"""The tensor work of one epoch end: pure ``tf.function`` graphs, and an all-or-nothing commit.
+"""The tensor work of one epoch end: ``tf.function`` graphs, and an all-or-nothing commit.
 
 :class:`EpochOps` holds the adapter's buffers, per watched variable (issue 15's layout):
 
@@ -12,13 +12,23 @@ The previous step is never stored: s(t-1) = float64(A) - float64(B) is formed el
 by element inside the reduction, the same float64 rounding as the stored step of the
 old layout, so the reductions are bit-identical to it.
 
+Each epoch end writes the new snapshot x̂(t) into ``step_base``'s variables, and the
+two lists then trade roles (:meth:`EpochOps._swap`): the old snapshot, untouched, is the
+new x̂(t-2). One write per variable instead of two; a checkpoint saves each list under
+its role, so its format does not change.
+
 The graphs behind :meth:`EpochOps.reduce` and :meth:`EpochOps.prepare` read the
-variables and buffers and return fresh tensors, writing nothing. Only
-:meth:`EpochOps.commit` writes (into the caller's variables when an average is applied,
-then into the buffer variables), in batches, each after a read of what it replaces (a
-backup); a failure puts back everything already written, so a failed epoch end leaves
-every variable as it was. TensorFlow assigns a tensor to a variable by sharing its
-buffer, and a read shares it too, so neither the backup nor the commit copies.
+variables and buffers and return fresh tensors; the one exception is the numba path's
+read graph, which after its reads also writes x(t) into ``step_base``'s variables ahead
+of the decision (the new snapshot in every epoch end but one that applies an average),
+so that an ordinary epoch end runs one graph instead of two. :meth:`EpochOps.discard`
+puts their old values back (kept from the same graph's reads) when the epoch end fails
+before its commit. Everything else is written by :meth:`EpochOps.commit` (into the
+caller's variables when an average is applied, then into the buffer variables), in
+batches, each after a read of what it replaces (a backup); a failure puts back
+everything already written, so a failed epoch end leaves every variable as it was.
+TensorFlow assigns a tensor to a variable by sharing its buffer, and a read shares it
+too, so neither the backup nor the commit copies.
 
 This module decides nothing: the core decides and ``_adapter.py`` calls these steps in
 the order the spec gives. It must never reduce in float32, nor derive a step from dot
@@ -158,6 +168,9 @@ class _Untracked:
     extra_sizes: list[list[int]]
     graphs: dict[str, Callable[..., Any]] = field(default_factory=dict)
     fused_memo: dict[str, bool] = field(default_factory=dict)  # _fused_cpu.eligible's verdict on params
+    #: the two lists of snapshot variables have traded roles an odd number of times; the graphs that
+    #: capture them are kept per arrangement
+    swapped: bool = False
 
 
 @dataclass
@@ -198,6 +211,10 @@ class Reads:
     #: the values of buffer groups as the reduction read them (``step_base``, ``step_head``,
     #: ``average``: the parameters' chunks); :meth:`EpochOps.commit` backs up from them
     held: dict[str, list[tf.Tensor]] = field(default_factory=dict)
+    #: the numba path's read graph has already written x(t) into ``step_base``'s variables (the
+    #: next snapshot, in the common case), whose old values are ``held["step_base"]``;
+    #: :meth:`EpochOps.commit` keeps it, :meth:`EpochOps.discard` puts the old values back
+    speculated: bool = False
 
 
 @dataclass
@@ -213,6 +230,12 @@ class Plan:
     #: what some groups' variables hold now, read by the reduction (the commit's backup of
     #: them: a second read would cost one op per variable); the rest are read at the commit
     current: dict[str, list[tf.Tensor]] = field(default_factory=dict)
+    #: after the writes, ``snapshot`` and ``step_base`` trade their variables (the written
+    #: ``step_base`` holds the new x̂(t), the old snapshot becomes x̂(t-1)'s base)
+    swap: bool = False
+    #: ``step_base``'s variables already hold their new value (:attr:`Reads.speculated`): the
+    #: commit's undo puts back ``current["step_base"]`` into them as well
+    speculated: bool = False
 
 
 class EpochOps(tf.Module):
@@ -250,8 +273,6 @@ class EpochOps(tf.Module):
                               for i, (p, s) in enumerate(zip(params, sizes, strict=True))]
         self.layout = Layout()
         graphs = self._held.graphs
-        for kind in ("zero", "base", "head", "explicit"):
-            graphs[f"reduce_{kind}"] = tf.function(self._make_reduce(kind))
         graphs["absorb_first"] = tf.function(self._make_absorb(True))
         graphs["absorb"] = tf.function(self._make_absorb(False))
         graphs["absorb_extras"] = tf.function(self._make_absorb(False, extras_only=True))
@@ -261,21 +282,22 @@ class EpochOps(tf.Module):
 
     def _make_reduce(self, kind: str) -> Any:
         sizes = self._held.sizes
+        snapshot, step_base = list(self.snapshot), list(self.step_base)  # as arranged now (see _cached)
 
         def reduce() -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
             dot = tf.constant(0.0, tf.float64)
             sq_norm = tf.constant(0.0, tf.float64)
             xs, snaps = [], []
-            for i, (x_var, s_var) in enumerate(zip(self._held.params, self.snapshot, strict=True)):
+            for i, (x_var, s_var) in enumerate(zip(self._held.params, snapshot, strict=True)):
                 x, snap = tf.convert_to_tensor(x_var), tf.convert_to_tensor(s_var)
                 xs.append(x)
                 snaps.append(snap)
                 x_parts, s_parts = _split(x, sizes[i]), _split(snap, sizes[i])
                 if kind == "base":
-                    h_parts, b_parts = s_parts, _split(tf.convert_to_tensor(self.step_base[i]), sizes[i])
+                    h_parts, b_parts = s_parts, _split(tf.convert_to_tensor(step_base[i]), sizes[i])
                 elif kind == "head":
                     h_parts = _split(tf.convert_to_tensor(self.step_head[i]), sizes[i])
-                    b_parts = _split(tf.convert_to_tensor(self.step_base[i]), sizes[i])
+                    b_parts = _split(tf.convert_to_tensor(step_base[i]), sizes[i])
                 for j, (xc, sc) in enumerate(zip(x_parts, s_parts, strict=True)):
                     # one chunk at a time (its float64 temporaries start after the previous chunk's
                     # sums): the executor would otherwise run ahead and hold many of them at once
@@ -329,7 +351,9 @@ class EpochOps(tf.Module):
     def _writer(self, key: tuple[str, ...]) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """Two graphs over the variables of the groups in ``key``: one reads them all (the backup:
         references, no copy), one writes new values into them."""
-        name = "write:" + ",".join(key)
+        suffix = "|swapped" if self._held.swapped else ""  # the targets as arranged now
+        name = "write:" + ",".join(key) + suffix
+        read_name = "read:" + ",".join(key) + suffix
         graphs = self._held.graphs
         if name not in graphs:
             targets = self._targets(key)
@@ -349,15 +373,32 @@ class EpochOps(tf.Module):
                 def read_eagerly() -> list[tf.Tensor]:
                     return [tf.raw_ops.ReadVariableOp(resource=t.handle, dtype=t.dtype) for t in targets]
 
-                graphs["read:" + ",".join(key)] = read_eagerly
+                graphs[read_name] = read_eagerly
                 if tf.config.functions_run_eagerly():
                     graphs[name] = write
                 else:
                     graphs[name] = _direct(tf.function(write), [tf.TensorSpec(None, t.dtype) for t in targets])
             else:
-                graphs["read:" + ",".join(key)] = tf.function(read)
+                graphs[read_name] = tf.function(read)
                 graphs[name] = tf.function(write)
-        return graphs["read:" + ",".join(key)], graphs[name]
+        return graphs[read_name], graphs[name]
+
+    def _cached(self, name: str, make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+        """The graph ``name`` over the buffer variables as arranged now (``make`` builds it at first use).
+
+        A graph captures the variables it reads or writes; after ``snapshot`` and ``step_base``
+        trade their variables (every epoch end), the other arrangement's graph is the one to call.
+        """
+        key = name + ("|swapped" if self._held.swapped else "")
+        graphs = self._held.graphs
+        if key not in graphs:
+            graphs[key] = make()
+        return graphs[key]
+
+    def _swap(self) -> None:
+        """``snapshot`` and ``step_base`` trade their variables (a checkpoint saves each list under its role)."""
+        self.snapshot, self.step_base = self.step_base, self.snapshot
+        self._held.swapped = not self._held.swapped
 
     def _targets(self, key: Sequence[str]) -> list[Any]:
         out: list[Any] = []
@@ -387,7 +428,11 @@ class EpochOps(tf.Module):
         return "base" if layout.base else "zero"
 
     def reduce(self, absorb_weight: float | None = None) -> Reads:
-        """dot and sq_norm for this epoch (float64, in a fixed order); writes nothing.
+        """dot and sq_norm for this epoch (float64, in a fixed order).
+
+        The TensorFlow path writes nothing; the numba path writes x(t) ahead into
+        ``step_base``'s variables (:meth:`_reduce_fused`; the caller calls :meth:`discard`
+        if the epoch end fails before :meth:`commit`).
 
         On CPU, for large plain float32/float64 variables with numba installed, one numba
         pass over the buffers (``_fused_cpu.py``); else the chunked TensorFlow graph.
@@ -403,36 +448,79 @@ class EpochOps(tf.Module):
             absorbing = absorb_weight is not None and self.layout.average and bool(self.average)
             weight = absorb_weight if absorbing else None
             return _run_graph("reduction", self._reduce_fused, kind, weight)  # type: ignore[no-any-return]
-        dot, sq_norm, xs, snaps = _run_graph("reduction", self._held.graphs[f"reduce_{kind}"])
+        graph = self._cached(f"reduce_{kind}", lambda: tf.function(self._make_reduce(kind)))
+        dot, sq_norm, xs, snaps = _run_graph("reduction", graph)
         return Reads(float(dot), float(sq_norm), list(xs), list(snaps))
 
     def _reduce_fused(self, kind: str, weight: float | None) -> Reads:
-        graphs = self._held.graphs
-        key = f"read_{kind}" + ("_average" if weight is not None else "")
-        if key not in graphs:
-            held, snapshot, base, head = self._held, self.snapshot, self.step_base, self.step_head
+        """The numba pass over the buffers, after one graph that reads them all and writes x(t) ahead.
+
+        The graph reads x(t), x̂(t-1), x̂(t-2) (and A, W), and then writes each x(t) into
+        ``step_base``'s variable: the next snapshot in every epoch end but one that applies
+        an average (which writes that variable again), so that the commit usually writes
+        nothing but the meta. ``step_base``'s old values are the graph's reads, kept in the
+        returned :class:`Reads`; :meth:`discard` puts them back if the epoch end fails
+        before its commit. Where functions run eagerly, the writes are single eager ops
+        after the reads, each put back if a later one fails.
+        """
+        eager = tf.config.functions_run_eagerly()
+        speculating = not eager
+        with_average = weight is not None
+
+        def make() -> Callable[..., Any]:
+            held, snapshot, base, head = self._held, list(self.snapshot), list(self.step_base), self.step_head
             average = self.average
-            with_average = weight is not None
 
             def read() -> tuple[Any, ...]:
                 xs = [_read(v) for v in held.params]
                 snaps = [_read(v) for v in snapshot]
                 heads = [_read(v) for v in head] if kind == "head" else []  # "base": the snapshots
                 averages = [[_read(c) for c in group] for group in average] if with_average else []
-                return xs, snaps, heads, [_read(v) for v in base], averages
+                bases = [_read(v) for v in base]
+                if speculating:  # after every read (each variable's read precedes its write in the graph)
+                    for target, x in zip(base, xs, strict=True):
+                        _assign(target, x)
+                return xs, snaps, heads, bases, averages
 
-            graphs[key] = read if tf.config.functions_run_eagerly() else _direct(tf.function(read), [])
-        xs, snaps, heads, bases, averages = graphs[key]()
-        if kind == "base":
-            heads = snaps  # the same list: the pass reads those buffers once
-        absorb = (averages, weight) if weight is not None else None
-        dot, sq_norm, new_average = _fused_cpu.reduce_buffers(xs, snaps, heads, bases, self._held.sizes, absorb)
+            return read if eager else _direct(tf.function(read), [])
+
+        key = f"read_{kind}" + ("_average" if with_average else "") + ("_eager" if eager else "")
+        xs, snaps, heads, bases, averages = self._cached(key, make)()
+        if eager:  # the same writes as single ops, each put back if a later one fails
+            done: list[tuple[Any, tf.Tensor]] = []
+            try:
+                for target, x, old in zip(self.step_base, xs, bases, strict=True):
+                    _assign(target, x)
+                    done.append((target, old))
+            except BaseException:
+                for target, old in reversed(done):
+                    target.assign(old)
+                raise
         as_read = {"step_base": list(bases)}
+        reads = Reads(0.0, 0.0, list(xs), list(snaps), None, weight, as_read, speculated=True)
+        try:
+            if kind == "base":
+                heads = snaps  # the same list: the pass reads those buffers once
+            absorb = (averages, weight) if weight is not None else None
+            reads.dot, reads.sq_norm, reads.new_average = _fused_cpu.reduce_buffers(
+                xs, snaps, heads, bases, self._held.sizes, absorb)
+        except BaseException:
+            self.discard(reads)
+            raise
         if kind == "head":
             as_read["step_head"] = list(heads)
         if weight is not None and not self.extra_average:
             as_read["average"] = [c for group in averages for c in group]
-        return Reads(dot, sq_norm, list(xs), list(snaps), new_average, weight, as_read)
+        return reads
+
+    def discard(self, reads: Reads) -> None:
+        """Undo what :meth:`reduce` wrote ahead (x(t) into ``step_base``) when the epoch end fails before its commit.
+
+        Nothing is undone for a reduction that wrote nothing; calling it twice is harmless.
+        """
+        if reads.speculated:
+            for target, old in zip(self.step_base, reads.held["step_base"], strict=True):
+                target.assign(old)
 
     def prepare(self, reads: Reads, weight: float | None, apply: bool) -> Plan:
         """The new buffers (and the values an applied average writes), as fresh tensors; writes nothing.
@@ -461,13 +549,15 @@ class EpochOps(tf.Module):
             written = list(_run_graph("average", self._held.graphs["round"], new_average))
         n = len(current)
         groups: list[tuple[str, list[tf.Tensor]]] = []
+        # The new x̂(t) goes into ``step_base``'s variables and the two lists then trade roles
+        # (Plan.swap): the old snapshot, untouched, is the new base. One write per variable.
         if written:  # the epoch after an applied average: S = the written average, A = x(t), B = x̂(t-1)
-            groups += [("snapshot", written[:n]), ("step_head", current)]
+            groups += [("step_base", written[:n]), ("step_head", current)]
         else:
-            groups.append(("snapshot", current))
+            if not reads.speculated:  # (else the reduction has written x(t) there already)
+                groups.append(("step_base", current))
             if self.layout.head:
                 groups.append(("step_head", [_empty(a.dtype) for a in self.step_head]))
-        groups.append(("step_base", old_snaps))
         if self.layout.explicit:
             groups.append(("explicit_step", [_empty(tf.float64) for g in self.explicit_step for _ in g]))
         keep_average = new_average is not None and not apply
@@ -477,20 +567,29 @@ class EpochOps(tf.Module):
                 _empty(tf.float64) for _ in chunks]
             groups.append(("average", values))
         layout = Layout(base=True, head=bool(written), explicit=False, average=keep_average and averaging)
-        return Plan(layout=layout, groups=groups, written=written, current={"snapshot": old_snaps, **reads.held})
+        return Plan(layout=layout, groups=groups, written=written, current={"snapshot": old_snaps, **reads.held},
+                    swap=True, speculated=reads.speculated)
 
     def commit(self, plan: Plan) -> Callable[[], None]:
         """Write ``plan`` into the caller's variables (an applied average) and then the buffers, all or nothing.
 
         Each write returns the values it replaced (references: no copy); if a later write
         fails, the ones already written get their old values back before the error
-        propagates. Returns an undo function that puts everything back (for a failure
-        after the commit, e.g. in the lr write).
+        propagates (and so do ``step_base``'s variables where the reduction wrote them
+        ahead, :attr:`Plan.speculated`). Then ``snapshot`` and ``step_base`` trade their
+        variables where the plan says so. Returns an undo function that puts everything
+        back (for a failure after the commit, e.g. in the meta write).
         """
         done: list[tuple[list[Any], list[tf.Tensor]]] = []
+        if plan.speculated:
+            done.append((list(self.step_base), list(plan.current["step_base"])))
         old_layout = self.layout
+        swapped = [False]
 
         def undo() -> None:
+            if swapped[0]:
+                self._swap()
+                swapped[0] = False
             for targets, olds in reversed(done):
                 for target, old in zip(targets, olds, strict=True):
                     target.assign(old)
@@ -500,7 +599,8 @@ class EpochOps(tf.Module):
         if plan.written:
             batches.append((("variables",), plan.written))
         key = tuple(name for name, _ in plan.groups)
-        batches.append((key, [v for _, values in plan.groups for v in values]))
+        if key:  # (none where the reduction wrote the new snapshot ahead and nothing else changes)
+            batches.append((key, [v for _, values in plan.groups for v in values]))
         try:
             for key, values in batches:
                 read, write = self._writer(key)
@@ -510,6 +610,9 @@ class EpochOps(tf.Module):
         except BaseException:
             undo()
             raise
+        if plan.swap:
+            self._swap()
+            swapped[0] = True
         self.layout = plan.layout
         return undo
 

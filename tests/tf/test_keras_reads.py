@@ -58,5 +58,5 @@ def test_an_epoch_end_that_keeps_the_lr_does_not_write_it_and_a_drop_does(monkey
     assert float(lr.numpy()) == pytest.approx(lrs[-1])
     lr.assign(0.3)  # another writer is still caught
     v.assign_add(np.array([0.5, 0.5, 0.5], "float32"))
-    with pytest.raises(LRConflictError, match="learning_rate is 0.3"):
+    with pytest.raises(LRConflictError, match=r"learning_rate is 0\.3"):
         callback.on_epoch_end(4, {})
