@@ -99,11 +99,10 @@ def _plain_tf(variable: Any) -> Any:
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
+    from autodrop_tf._ops import _plain
 
     inner = variable.value
-    if not tf.executing_eagerly() or not hasattr(inner, "handle") or isinstance(inner, tf.distribute.DistributedValues):
-        return None
-    return inner
+    return inner if tf.executing_eagerly() and _plain(inner) else None
 
 
 def _read(variable: Any) -> float:

@@ -66,7 +66,9 @@ def values(variables: Sequence[Any], memo: dict[str, Any] | None = None) -> list
 
     if tf.distribute.has_strategy():
         return [tf.identity(v) for v in out]
-    plain = [hasattr(v, "handle") and not isinstance(v, tf.distribute.DistributedValues) for v in out]
+    from autodrop_tf._ops import _plain
+
+    plain = [_plain(v) for v in out]
     if memo is not None and out and all(plain) and not tf.config.functions_run_eagerly():
         # the graph holds the variables it reads, so no variable of a later call can reuse their ids
         key = tuple(id(v) for v in out)

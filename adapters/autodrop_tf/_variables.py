@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from autodrop_tf._ops import _plain
+
 __all__ = ["LrHandle", "float_weights", "unwrap_variables"]
 
 
@@ -100,9 +102,8 @@ class LrHandle:
         """
         if self._direct is False:
             var = self.target if isinstance(self.target, tf.Variable) else _unwrap(self.target.learning_rate)
-            plain = (isinstance(var, tf.Variable) and hasattr(var, "handle") and var.shape.rank == 0
-                     and var.dtype in (tf.float32, tf.float64)
-                     and not isinstance(var, tf.distribute.DistributedValues))
+            plain = (isinstance(var, tf.Variable) and _plain(var) and var.shape.rank == 0
+                     and var.dtype in (tf.float32, tf.float64))
             self._direct = var if plain else None
         if self._direct is None or not tf.executing_eagerly() or tf.distribute.has_strategy():
             return None
